@@ -1,0 +1,1 @@
+"""cotrain: RL-based sim-real co-training for robot manipulation policies."""

@@ -1,0 +1,43 @@
+"""Datasets: the feature spec, LeRobot (v3) read/write with provenance, the α mixture, normalisation stats."""
+
+from cotrain.data.errors import DatasetError
+from cotrain.data.mixture import Mixture, collate
+from cotrain.data.provenance import Provenance, read_provenance
+from cotrain.data.reader import ChunkDataset, EpisodeStore, check_dataset, open_lerobot
+from cotrain.data.spec import (
+    ACTION_KEY,
+    IMAGE_KEY,
+    STATE_KEY,
+    TASK_KEY,
+    FeatureSpec,
+    SpecMismatchError,
+)
+from cotrain.data.stats import NormStats
+from cotrain.data.writer import DatasetWriter
+
+
+def load_dataset(root, spec: FeatureSpec, chunk_size: int) -> ChunkDataset:
+    """A dataset on disk, in memory, as action-chunk items."""
+    return ChunkDataset(EpisodeStore.load(root, spec), chunk_size)
+
+
+__all__ = [
+    "ACTION_KEY",
+    "IMAGE_KEY",
+    "STATE_KEY",
+    "TASK_KEY",
+    "ChunkDataset",
+    "DatasetError",
+    "DatasetWriter",
+    "EpisodeStore",
+    "FeatureSpec",
+    "Mixture",
+    "NormStats",
+    "Provenance",
+    "SpecMismatchError",
+    "check_dataset",
+    "collate",
+    "load_dataset",
+    "open_lerobot",
+    "read_provenance",
+]

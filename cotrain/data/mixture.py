@@ -1,0 +1,112 @@
+"""Batches drawn from real and sim datasets with the real fraction α exact and reproducible from a seed.
+
+Batch k holds n_real(k) real samples and B − n_real(k) sim samples, where
+    n_real(k) = round((k+1)·α·B) − round(k·α·B)
+so every batch holds exactly α·B real samples when that is an integer, and in any case the first K batches hold
+round(K·α·B) in total. Within the real (or sim) group, the j-th draw is position j mod N of the permutation
+for epoch j div N, seeded by (seed, group, epoch): batches are a pure function of (seed, k), so a resumed run
+continues with exactly the batches an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from cotrain.data.reader import ChunkDataset
+from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY
+from cotrain.data.stats import NormStats
+
+REAL, SIM = 0, 1
+
+
+def _round(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def collate(items: list[dict]) -> dict:
+    batch = {k: torch.stack([it[k] for it in items]) for k in (IMAGE_KEY, STATE_KEY, ACTION_KEY, "action_is_pad")}
+    batch[TASK_KEY] = [it[TASK_KEY] for it in items]
+    return batch
+
+
+class _Group:
+    """Several datasets seen as one, sampled by epoch permutations."""
+
+    def __init__(self, datasets: Sequence[ChunkDataset], seed: int, group: int) -> None:
+        self.datasets = list(datasets)
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+        self.seed, self.group = seed, group
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def draw(self, start: int, count: int) -> list[dict]:
+        n, out, perm, epoch = len(self), [], None, -1
+        for j in range(start, start + count):
+            if j // n != epoch:
+                epoch = j // n
+                perm = np.random.default_rng([self.seed, self.group, epoch]).permutation(n)
+            flat = int(perm[j % n])
+            d = int(np.searchsorted(self.offsets, flat, side="right") - 1)
+            out.append(self.datasets[d][flat - int(self.offsets[d])])
+        return out
+
+
+class Mixture:
+    """`batch(k)` / iteration from `start`: dicts as in `cotrain.policies.base`, plus `is_real` bool[B]."""
+
+    def __init__(
+        self,
+        real: Sequence[ChunkDataset],
+        sim: Sequence[ChunkDataset],
+        alpha: float,
+        batch_size: int,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= alpha <= 1.0 or math.isnan(alpha):
+            raise ValueError(f"data.alpha={alpha} must be in [0, 1]")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if alpha > 0 and not real:
+            raise ValueError(f"data.alpha={alpha} > 0 but no real dataset was given (data.real)")
+        if alpha < 1 and not sim:
+            raise ValueError(f"data.alpha={alpha} < 1 but no sim dataset was given (data.sim)")
+        self.alpha, self.batch_size, self.seed = alpha, batch_size, seed
+        self.groups = {REAL: _Group(real, seed, REAL), SIM: _Group(sim, seed, SIM)}
+        for g, name in ((REAL, "real"), (SIM, "sim")):
+            if self.groups[g].datasets and len(self.groups[g]) == 0:
+                raise ValueError(f"data.{name}: datasets have no frames")
+
+    def real_drawn_before(self, k: int) -> int:
+        return _round(k * self.alpha * self.batch_size)
+
+    def n_real(self, k: int) -> int:
+        return self.real_drawn_before(k + 1) - self.real_drawn_before(k)
+
+    def batch(self, k: int) -> dict:
+        real_start = self.real_drawn_before(k)
+        n_real = self.n_real(k)
+        items = self.groups[REAL].draw(real_start, n_real)
+        items += self.groups[SIM].draw(k * self.batch_size - real_start, self.batch_size - n_real)
+        batch = collate(items)
+        batch["is_real"] = torch.arange(self.batch_size) < n_real
+        return batch
+
+    def iterate(self, start: int = 0) -> Iterator[dict]:
+        k = start
+        while True:
+            yield self.batch(k)
+            k += 1
+
+    def norm_stats(self) -> NormStats:
+        """Statistics of the distribution the batches are drawn from (real weighted α, sim 1 − α)."""
+        weighted = []
+        for g, w in ((REAL, self.alpha), (SIM, 1.0 - self.alpha)):
+            for d in self.groups[g].datasets:
+                share = w * len(d) / max(len(self.groups[g]), 1)
+                weighted.append((share, {STATE_KEY: d.store.state, ACTION_KEY: d.store.action}))
+        return NormStats.from_arrays(weighted)
