@@ -2,6 +2,8 @@
 
 A key that is not in the dataclass, or a value of the wrong type, is an error at start-up, on the command line
 (`data.alhpa=0.3` -> "Key 'alhpa' not in 'DataConfig'") and in YAML files alike.
+Task and policy groups are plain mappings at this level: their own strict loaders (`cotrain.envs.config`,
+`cotrain.policies.factory.policy_config_from_dict`) validate every key and type, naming the file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     for group, name, node in SCHEMAS:
         cs.store(group=group, name=name, node=node)
+
+
+def register_schema(name: str, node: type) -> None:
+    """Register an entry point's root dataclass; its YAML starts with `defaults: [<name>, ..., _self_]`."""
+    register_configs()
+    ConfigStore.instance().store(name=name, node=node)
 
 
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:

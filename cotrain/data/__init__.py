@@ -3,7 +3,7 @@
 from cotrain.data.errors import DatasetError
 from cotrain.data.mixture import Mixture, collate
 from cotrain.data.provenance import Provenance, read_provenance
-from cotrain.data.reader import ChunkDataset, EpisodeStore, check_dataset, open_lerobot
+from cotrain.data.reader import ChunkDataset, EpisodeStore, check_dataset, open_lerobot, store_from_episodes
 from cotrain.data.spec import (
     ACTION_KEY,
     IMAGE_KEY,
@@ -40,4 +40,5 @@ __all__ = [
     "load_dataset",
     "open_lerobot",
     "read_provenance",
+    "store_from_episodes",
 ]

@@ -88,7 +88,7 @@ def open_lerobot(root: str | Path, spec: FeatureSpec, chunk_size: int):
 class EpisodeStore:
     """All frames of one dataset in memory, in dataset order."""
 
-    root: Path
+    root: Path | None
     images: np.ndarray  # uint8 [N, H, W, 3]
     state: np.ndarray  # float32 [N, S]
     action: np.ndarray  # float32 [N, A]
@@ -156,6 +156,26 @@ class EpisodeStore:
             task=[task_of[int(i)] for i in task_index],
             provenance=read_provenance(root),
         )
+
+
+def store_from_episodes(episodes: list[list[dict]], provenance: list[Provenance] | None = None) -> EpisodeStore:
+    """An in-memory store from episodes of frames {"image", "state", "action", "task"} (e.g. expert rollouts),
+    without going through disk: for experiments on machines without LeRobot, and for tests."""
+    if not episodes or not all(episodes):
+        raise ValueError("store_from_episodes: need at least one non-empty episode")
+    frames = [f for ep in episodes for f in ep]
+    lengths = np.array([len(ep) for ep in episodes])
+    ends = np.cumsum(lengths)
+    return EpisodeStore(
+        root=None,
+        images=np.stack([f["image"] for f in frames]).astype(np.uint8),
+        state=np.stack([f["state"] for f in frames]).astype(np.float32),
+        action=np.stack([f["action"] for f in frames]).astype(np.float32),
+        episode_index=np.repeat(np.arange(len(episodes)), lengths),
+        episode_end=np.repeat(ends, lengths),
+        task=[f["task"] for f in frames],
+        provenance=dict(enumerate(provenance or [])),
+    )
 
 
 class ChunkDataset(torch.utils.data.Dataset):

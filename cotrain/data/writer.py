@@ -161,8 +161,10 @@ class DatasetWriter:
     def _open_staging(self):
         if self._ds is not None:
             return self._ds
+        import datasets
         from lerobot.datasets import LeRobotDataset
 
+        datasets.disable_progress_bars()  # one "Map" bar per episode otherwise
         staging = _staging(self.root)
         shutil.rmtree(staging, ignore_errors=True)
         if self.root.exists():

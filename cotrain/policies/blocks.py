@@ -1,0 +1,127 @@
+"""Transformer building blocks (pre-norm, no dropout) and the small CNN image encoder.
+
+Written out instead of using nn.TransformerEncoder so that inference and training take the same numerical path
+(PyTorch's fused inference fast path differs in the last bits, which would make the PPO ratio of a freshly
+sampled batch differ from exactly 1)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+KV = tuple[torch.Tensor, torch.Tensor]
+"""Keys and values of a memory, [B, heads, M, D/heads] each."""
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def memory_kv(self, memory: torch.Tensor) -> KV:
+        b, m, d = memory.shape
+        k, v = self.kv(memory).view(b, m, 2, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, kv: KV, memory_pad: torch.Tensor | None) -> torch.Tensor:
+        """x [B, L, D] attends to the memory whose keys/values are `kv`; memory_pad [B, M] bool, True = ignore."""
+        b, n, d = x.shape
+        q = self.q(x).view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)
+        mask = None if memory_pad is None else ~memory_pad[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, *kv, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """x += SelfAttn(LN x); [x += CrossAttn(LN x, memory)]; x += MLP(LN x)."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, cross: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.self_attn = Attention(d_model, n_heads)
+        self.norm_cross = nn.LayerNorm(d_model) if cross else None
+        self.cross_attn = Attention(d_model, n_heads) if cross else None
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model))
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None, memory_kv: KV | None = None,
+                memory_pad: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.self_attn(y, self.self_attn.memory_kv(y), pad)
+        if self.cross_attn is not None:
+            if memory_kv is None:
+                raise ValueError("a cross-attention block needs `memory_kv`")
+            x = x + self.cross_attn(self.norm_cross(x), memory_kv, memory_pad)
+        return x + self.mlp(self.norm2(x))
+
+
+class Decoder(nn.Module):
+    """Stack of cross-attending blocks over a head's queries, then a final LayerNorm. The memory's keys and values
+    are computed once per context (`memory_kv`) and reused by every denoising step."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, n_layers: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, cross=True) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def memory_kv(self, memory: torch.Tensor) -> list[KV]:
+        return [block.cross_attn.memory_kv(memory) for block in self.blocks]
+
+    def forward(self, x: torch.Tensor, memory_kv: list[KV], memory_pad: torch.Tensor) -> torch.Tensor:
+        for block, kv in zip(self.blocks, memory_kv):
+            x = block(x, memory_kv=kv, memory_pad=memory_pad)
+        return self.norm(x)
+
+
+class ImageEncoder(nn.Module):
+    """uint8 [B, H, W, 3] -> tokens [B, (H/s)(W/s), D] with s = patch·2^(n−1): a patchify conv (kernel = stride =
+    patch) to channels[0], then a stride-2 3×3 conv per further channel count; GroupNorm + GELU after each."""
+
+    def __init__(self, patch: int, channels: tuple[int, ...], d_model: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for i, c in enumerate(channels):
+            conv = nn.Conv2d(c_in, c, patch, stride=patch) if i == 0 else nn.Conv2d(c_in, c, 3, stride=2, padding=1)
+            layers += [conv, nn.GroupNorm(math.gcd(8, c), c), nn.GELU()]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, d_model, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # uint8 [0, 255] -> [-1, 1]
+        return self.proj(self.convs(x)).flatten(2).transpose(1, 2)
+
+
+class TextEncoder(nn.Module):
+    """Byte ids [B, L] -> tokens [B, ceil(L/p), D]: each run of p bytes (a "byte patch") is embedded as one token,
+    so an instruction costs the trunk L/p tokens instead of L. A patch is padding when all its bytes are."""
+
+    def __init__(self, vocab_size: int, pad_id: int, patch: int, d_model: int) -> None:
+        super().__init__()
+        self.patch, self.pad_id = patch, pad_id
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        self.proj = nn.Linear(patch * d_model, d_model)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, length = ids.shape
+        n = -(-length // self.patch)
+        ids = F.pad(ids, (0, n * self.patch - length), value=self.pad_id)
+        tokens = self.proj(self.embed(ids).view(b, n, -1))
+        pad = (ids == self.pad_id).view(b, n, self.patch).all(dim=-1)
+        return tokens, pad
+
+
+def time_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+    """π0's sine-cosine embedding of the flow time t [B] -> [B, dim] (periods from min_period to max_period)."""
+    fraction = torch.linspace(0.0, 1.0, dim // 2, device=t.device, dtype=torch.float32)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = t.float()[:, None] * (2 * math.pi / period)[None, :]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)

@@ -1,0 +1,141 @@
+"""π0.5-style flow-matching action head, with πRL's two ways of making its sampler stochastic and scored.
+
+The action expert is a small decoder: the noisy chunk x_t (one token per chunk step, mixed with the embedding of
+t like π0's action-time MLP) cross-attends to the trunk and predicts the velocity v_θ(x_t, t). The math of the
+chain — interpolation, loss, ODE / SDE steps, log-densities — lives in `flow_logprob`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cotrain.policies import flow_logprob as fl
+from cotrain.policies.action_head import ActionHead, Context, HeadShape, register_head
+from cotrain.policies.base import Aux
+from cotrain.policies.blocks import KV, Decoder, time_embedding
+from cotrain.policies.configuration_vla import FlowHeadConfig
+
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""(x_t [B, H, A], t [B]) -> (v_θ(x_t, t) [B, H, A], features [B, H, F] for Flow-Noise's noise network)."""
+
+
+class FlowChain(nn.Module):
+    """Samples and scores the K-step denoising chain of any flow policy, given its velocity function; owns the
+    Flow-Noise noise network (built for both methods, so a Stage I checkpoint serves either)."""
+
+    def __init__(self, cfg: FlowHeadConfig, chunk_size: int, action_dim: int, feature_dim: int) -> None:
+        super().__init__()
+        self.cfg, self.chunk_shape = cfg, (chunk_size, action_dim)
+        self.noise_net = nn.Sequential(nn.Linear(feature_dim, feature_dim // 2), nn.Tanh(),
+                                       nn.Linear(feature_dim // 2, action_dim))
+        self._stochastic_steps = {"flow_sde": self._one_random_step, "flow_noise": self._every_step}[cfg.rl_method]
+        self._transition = {"flow_sde": self._sde_transition, "flow_noise": self._noise_transition}[cfg.rl_method]
+
+    def noise_std(self, h: torch.Tensor) -> torch.Tensor:
+        """Flow-Noise: s = s_min + (s_max − s_min)·sigmoid(net(h)), per chunk step and action dim."""
+        lo, hi = self.cfg.noise_std_min, self.cfg.noise_std_max
+        return lo + (hi - lo) * torch.sigmoid(self.noise_net(h))
+
+    def _one_random_step(self, batch: int, device: torch.device) -> torch.Tensor:
+        k = torch.randint(0, self.cfg.num_steps, (batch,), device=device)
+        return nn.functional.one_hot(k, self.cfg.num_steps).bool()
+
+    def _every_step(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.ones(batch, self.cfg.num_steps, dtype=torch.bool, device=device)
+
+    def _sde_transition(self, x, v, h, t, delta, stochastic):  # noqa: ANN001, ARG002  (h unused by Flow-SDE)
+        sigma = fl.flow_sde_sigma(t, self.cfg.sde_noise_level, self.cfg.num_steps)
+        sde_mean, std = fl.flow_sde_step(x, v, t, delta, sigma)
+        return torch.where(stochastic[:, None, None], sde_mean, fl.ode_step(x, v, delta)), std
+
+    def _noise_transition(self, x, v, h, t, delta, stochastic):  # noqa: ANN001, ARG002
+        return fl.ode_step(x, v, delta), self.noise_std(h)
+
+    def _step(self, velocity: VelocityFn, x: torch.Tensor, k: int, stochastic_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of x_{k+1} given x_k; the same call in `sample` and `evaluate`, so they agree bit for bit."""
+        t = torch.full((x.shape[0],), float(fl.time_grid(self.cfg.num_steps)[k]), device=x.device, dtype=x.dtype)
+        v, h = velocity(x, t)
+        return self._transition(x, v, h, t, 1.0 / self.cfg.num_steps, stochastic_k)
+
+    def sample(self, velocity: VelocityFn, batch: int, device: torch.device, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
+        shape = (batch, *self.chunk_shape)
+        if explore:
+            x, stochastic = torch.randn(shape, device=device), self._stochastic_steps(batch, device)
+        else:
+            x = torch.zeros(shape, device=device) if self.cfg.eval_init == "zero" else torch.randn(shape, device=device)
+            stochastic = torch.zeros(batch, self.cfg.num_steps, dtype=torch.bool, device=device)
+        chain, means, stds = [x], [], []
+        for k in range(self.cfg.num_steps):
+            mean, std = self._step(velocity, x, k, stochastic[:, k])
+            x = torch.where(stochastic[:, k, None, None], mean + std * torch.randn_like(mean), mean)
+            chain.append(x), means.append(mean), stds.append(std)
+        chain_t = torch.stack(chain, dim=1)
+        if explore:
+            logprob = fl.chain_logprob(chain_t, torch.stack(means, 1), torch.stack(stds, 1), stochastic)
+        else:  # a deterministic chain has no density
+            logprob = torch.full((batch,), float("nan"), device=device)
+        return x, logprob, {"chain": chain_t, "stochastic": stochastic}
+
+    def evaluate(self, velocity: VelocityFn, aux: Aux) -> tuple[torch.Tensor, torch.Tensor]:
+        chain, stochastic = aux["chain"], aux["stochastic"]
+        expected = (self.cfg.num_steps + 1, *self.chunk_shape)
+        if chain.shape[1:] != expected or stochastic.shape[1:] != (self.cfg.num_steps,):
+            raise ValueError(f"aux['chain'] {tuple(chain.shape)} / aux['stochastic'] {tuple(stochastic.shape)} do not "
+                             f"match this head (chain [B, {', '.join(map(str, expected))}], stochastic [B, {expected[0] - 1}])")
+        if not stochastic.any(dim=1).all():
+            raise ValueError("aux has rows without a stochastic denoising step: they come from sample(explore=False), "
+                             "which has no log-probability")
+        steps = [self._step(velocity, chain[:, k].contiguous(), k, stochastic[:, k]) for k in range(self.cfg.num_steps)]
+        means, stds = torch.stack([m for m, _ in steps], 1), torch.stack([s for _, s in steps], 1)
+        return fl.chain_logprob(chain, means, stds, stochastic), fl.chain_entropy(stds, stochastic)
+
+
+@dataclass
+class Memory:
+    kv: list[KV]
+    pad: torch.Tensor | None
+
+
+@register_head(FlowHeadConfig)
+class FlowHead(ActionHead):
+    def __init__(self, cfg: FlowHeadConfig, shape: HeadShape) -> None:
+        super().__init__()
+        self.cfg, self.shape = cfg, shape
+        d = shape.d_model
+        self.action_in = nn.Linear(shape.action_dim, d)
+        self.action_time_mlp = nn.Sequential(nn.Linear(2 * d, d), nn.SiLU(), nn.Linear(d, d))
+        self.pos = nn.Parameter(torch.randn(shape.chunk_size, d) * 0.02)
+        self.decoder = Decoder(d, shape.n_heads, shape.mlp_ratio, cfg.n_layers)
+        self.velocity_out = nn.Linear(d, shape.action_dim)
+        self.chain = FlowChain(cfg, shape.chunk_size, shape.action_dim, d)
+
+    def velocity(self, memory: Memory, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v_θ(x_t, t) [B, H, A], decoder features [B, H, D]) for x_t [B, H, A] and t [B]."""
+        tokens = self.action_in(x_t)
+        temb = time_embedding(t, tokens.shape[-1])[:, None, :].expand_as(tokens)
+        q = self.action_time_mlp(torch.cat([tokens, temb], dim=-1)) + self.pos
+        h = self.decoder(q, memory.kv, memory.pad)
+        return self.velocity_out(h), h
+
+    def memory(self, ctx: Context) -> Memory:
+        """The trunk tokens' keys/values for every decoder layer, computed once for all K steps."""
+        return Memory(self.decoder.memory_kv(ctx.tokens), ctx.pad_mask)
+
+    def sft_loss(self, ctx: Context, actions_n: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn_like(actions_n)
+        t = fl.sample_time(actions_n.shape[0], device=actions_n.device)
+        v, _ = self.velocity(self.memory(ctx), fl.interpolate(actions_n, noise, t), t)
+        return fl.flow_matching_loss(v, noise, actions_n, is_pad)
+
+    def sample(self, ctx: Context, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
+        memory = self.memory(ctx)
+        return self.chain.sample(partial(self.velocity, memory), ctx.tokens.shape[0], ctx.tokens.device, explore)
+
+    def evaluate(self, ctx: Context, aux: Aux) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.chain.evaluate(partial(self.velocity, self.memory(ctx)), aux)

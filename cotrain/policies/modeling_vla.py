@@ -1,0 +1,90 @@
+"""The small VLA-style policy (config: SmallVLAConfig): image, instruction and proprio tokens, a transformer trunk,
+a value head on the pooled token, and an action head chosen by its config class (flow or token).
+
+Token layout through the trunk: [summary, state, image patches…, instruction bytes…]; the summary token's output
+feeds the value head and every output token is the action head's cross-attention memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cotrain.data.spec import FeatureSpec
+from cotrain.policies import flow_head, token_head  # noqa: F401  (registers the heads)
+from cotrain.policies.action_head import Context, HeadShape, make_head
+from cotrain.policies.base import Aux, Obs, Policy
+from cotrain.policies.blocks import Block, ImageEncoder, TextEncoder
+from cotrain.policies.configuration_vla import SmallVLAConfig
+from cotrain.policies.normalize import Normalizer, Stats
+from cotrain.policies.preprocess import action_targets, obs_tensors
+from cotrain.policies.tokenizer import PAD_ID, VOCAB_SIZE, encode_tasks
+
+
+class SmallVLAPolicy(Policy):
+    def __init__(self, config: SmallVLAConfig, spec: FeatureSpec, stats: Any) -> None:
+        super().__init__()
+        self.config, self.spec, self.chunk_size = config, spec, config.chunk_size
+        d = config.d_model
+        self.normalizer = Normalizer(stats, spec)
+        if spec.image_height % config.image_patch or spec.image_width % config.image_patch:
+            raise ValueError(f"SmallVLAConfig.image_patch={config.image_patch} must divide the feature spec's image size "
+                             f"{spec.image_height}x{spec.image_width}")
+        self.image_encoder = ImageEncoder(config.image_patch, config.cnn_channels, d)
+        stride = 2 ** (len(config.cnn_channels) - 1)
+        grid_h, grid_w = spec.image_height // config.image_patch, spec.image_width // config.image_patch
+        self.image_pos = nn.Parameter(torch.randn(-(-grid_h // stride) * -(-grid_w // stride), d) * 0.02)
+        self.text_encoder = TextEncoder(VOCAB_SIZE, PAD_ID, config.text_patch, d)
+        self.text_pos = nn.Parameter(torch.randn(-(-config.max_text_tokens // config.text_patch), d) * 0.02)
+        self.state_in = nn.Linear(spec.state_dim, d)
+        self.summary = nn.Parameter(torch.randn(1, 2, d) * 0.02)  # [summary token, state-type embedding]
+        self.trunk = nn.ModuleList(Block(d, config.n_heads, config.mlp_ratio, cross=False) for _ in range(config.n_layers))
+        self.trunk_norm = nn.LayerNorm(d)
+        self.value_head = nn.Sequential(nn.Linear(d, config.value_hidden), nn.GELU(), nn.Linear(config.value_hidden, 1))
+        self.head = make_head(config.head, HeadShape(d, config.n_heads, config.mlp_ratio, config.chunk_size, spec.action_dim))
+
+    @property
+    def device(self) -> torch.device:
+        return self.image_pos.device
+
+    def norm_stats(self) -> Stats:
+        return self.normalizer.stats_dict()
+
+    def encode(self, obs: Obs) -> Context:
+        image, state, tasks = obs_tensors(obs, self.spec, self.device)
+        img = self.image_encoder(image) + self.image_pos
+        ids, _ = encode_tasks(tasks, self.config.max_text_tokens, self.device)
+        txt, text_pad = self.text_encoder(ids)
+        txt = txt + self.text_pos[: txt.shape[1]]
+        b = img.shape[0]
+        summary = self.summary[:, :1].expand(b, -1, -1)
+        st = (self.state_in(self.normalizer.normalize_state(state)) + self.summary[0, 1])[:, None, :]
+        x = torch.cat([summary, st, img, txt], dim=1)
+        pad = torch.cat([torch.zeros(b, 2 + img.shape[1], dtype=torch.bool, device=self.device), text_pad], dim=1)
+        pad_or_none = pad if bool(pad.any()) else None  # no mask at all lets attention take its fastest kernel
+        for block in self.trunk:
+            x = block(x, pad_or_none)
+        x = self.trunk_norm(x)
+        return Context(tokens=x, pad_mask=pad_or_none, pooled=x[:, 0])
+
+    def _actions_env(self, actions_n: torch.Tensor) -> torch.Tensor:
+        if self.config.clip_actions:
+            actions_n = actions_n.clamp(-1.0, 1.0)
+        return self.normalizer.unnormalize_action(actions_n)
+
+    @torch.no_grad()
+    def sample(self, obs: Obs, explore: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Aux]:
+        ctx = self.encode(obs)
+        actions_n, logprob, aux = self.head.sample(ctx, explore)
+        return self._actions_env(actions_n), logprob, self.value_head(ctx.pooled)[:, 0], aux
+
+    def evaluate(self, obs: Obs, aux: Aux) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx = self.encode(obs)
+        logprob, entropy = self.head.evaluate(ctx, aux)
+        return logprob, entropy, self.value_head(ctx.pooled)[:, 0]
+
+    def sft_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        actions, is_pad = action_targets(batch, self.spec, self.chunk_size, self.device)
+        return self.head.sft_loss(self.encode(batch), self.normalizer.normalize_action(actions), is_pad)
