@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
-# The whole loop at toy scale. Each step is one of the README's commands; outputs under runs/demo and datasets/demo.
+# The whole loop at toy scale on a CPU machine (minutes; CPU rendering is slow): every step is a README command.
+# Outputs: datasets/demo/{sim,real_proxy}/pick_place, runs/demo/{stage1,stage2,eval_*}.
+# "real_proxy" is the simulated stand-in for the real world, not a robot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export HF_HUB_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-offline}
-rm -rf runs/demo datasets/demo; mkdir -p runs/demo datasets/demo
+rm -rf runs/demo datasets/demo
 
-echo "== 1. data: a ManiSkill-recorded trajectory file imported into the LeRobot layout"
-$PY scripts/record_maniskill_demo.py runs/demo/maniskill --episodes 2 --steps 20
-$PY -m cotrain.data.maniskill_import runs/demo/maniskill/pickcube_random.h5 datasets/demo/sim/pickcube_random \
-    --task "pick up the red cube" --domain sim --source policy
-$PY - <<'PY'
-from cotrain.data import FeatureSpec, Mixture, load_dataset
-ds = load_dataset("datasets/demo/sim/pickcube_random", FeatureSpec(), chunk_size=4)
-b = Mixture([], [ds], alpha=0.0, batch_size=8, seed=0).batch(0)
-print(f"loaded {len(ds)} frames; batch shapes:", {k: tuple(v.shape) for k, v in b.items() if hasattr(v, "shape")})
-PY
-echo "== demo done"
+echo "== 1/5 scripted demos: pick-and-place in sim and in the real-proxy"
+$PY -m cotrain.demos task=pick_place domain=sim episodes=4 out=datasets/demo/sim/pick_place
+$PY -m cotrain.demos task=pick_place domain=real_proxy episodes=2 seed=500 out=datasets/demo/real_proxy/pick_place
+
+echo "== 2/5 Stage I: SFT on the α mixture (real-proxy fraction 0.25)"
+$PY -m cotrain.stage1 policy=vla_flow data.sim=[datasets/demo/sim/pick_place] \
+    data.real=[datasets/demo/real_proxy/pick_place] data.alpha=0.25 data.batch_size=16 \
+    steps=60 warmup_steps=10 log_every=10 save_every=60 out=runs/demo/stage1
+
+echo "== 3/5 eval of the Stage I checkpoint in sim and in the real-proxy"
+for d in sim real_proxy; do
+  $PY -m cotrain.eval ckpt=runs/demo/stage1/ckpt/last task=pick_place domain=$d episodes=1 videos=1 \
+      out=runs/demo/eval_stage1_$d
+done
+
+echo "== 4/5 Stage II: PPO in the twin + β·SFT anchor on the real-proxy demos"
+$PY -m cotrain.stage2 init=runs/demo/stage1/ckpt/last task=pick_place real=[datasets/demo/real_proxy/pick_place] \
+    rl.beta=0.2 envs=2 iterations=2 rl.num_steps=3 rl.num_minibatches=2 rl.real_batch_size=8 \
+    eval_every=2 eval_episodes=2 save_every=2 out=runs/demo/stage2
+
+echo "== 5/5 eval of the Stage II checkpoint"
+$PY -m cotrain.eval ckpt=runs/demo/stage2/ckpt/iter_2 task=pick_place domain=real_proxy episodes=1 videos=1 \
+    out=runs/demo/eval_stage2_real_proxy
+echo "== demo done: see runs/demo (metrics.csv, *.png, eval_*/results.json, eval_*/videos)"

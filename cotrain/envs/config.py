@@ -1,0 +1,257 @@
+"""Typed, strict task configs: one `configs/task/<task>.yaml` per twin task, with its domains and variations.
+
+A task config names the task, its episode settings, the third-person camera, the *variations* (the training
+distribution and held-out ones: unseen shapes/colours, unseen initial-state ranges) and the *domains*: `sim` and
+`real_proxy`, the stand-in for the real world (other colours/textures and lighting, a camera pose offset, other
+friction and mass, one step of action latency and action noise). Any unknown key, task, domain or variation is one
+`ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Vec2 = tuple[float, float]
+Vec3 = tuple[float, float, float]
+RGBA = tuple[float, float, float, float]
+
+TASKS = ("pick_place", "push_cube", "open_drawer", "close_drawer")
+TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
+
+
+class ConfigError(ValueError):
+    """A task config with an unknown or badly typed key, or an unknown task, domain or variation name."""
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """The visual and physical settings of one domain (`sim`, or `real_proxy`: the stand-in for the real world)."""
+
+    table_rgba: RGBA
+    """Base colour of the table top."""
+    table_texture_noise: float
+    """Amplitude (0..1) of a procedural grain texture on the table; 0 is a plain colour."""
+    palette: dict[str, RGBA]
+    """Colour name -> RGBA for task objects. Instructions say the name; each domain renders it its own way."""
+    ambient_light: Vec3
+    """Ambient light colour."""
+    light_direction: Vec3
+    """Direction of the one directional light."""
+    light_color: Vec3
+    """Colour (and intensity) of the directional light."""
+    camera_eye_offset: Vec3
+    """Added to the task's camera eye position (m)."""
+    camera_target_offset: Vec3
+    """Added to the task's camera look-at target (m)."""
+    friction: float
+    """Static and dynamic friction of task objects, the table and the drawer (also scales drawer joint friction)."""
+    mass_scale: float
+    """Multiplies the density of task objects and the drawer."""
+    action_latency_steps: int
+    """Control steps between a command and its execution (the real-proxy uses 1)."""
+    action_noise_std: float
+    """Std of Gaussian noise added to the executed Δxyz (m) and Δrpy (rad) at every control step."""
+    demo_noise_std: float
+    """Std of the smooth noise the scripted expert adds to its commands when recording demos in this domain
+    (teleop-like in the real-proxy)."""
+
+    def __post_init__(self) -> None:
+        if self.action_latency_steps < 0:
+            raise ConfigError(f"action_latency_steps must be >= 0, got {self.action_latency_steps}")
+        for name in ("friction", "mass_scale"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class PickPlaceVariation:
+    """Which objects appear and where, for pick-and-place."""
+
+    shapes: tuple[str, ...]
+    """Object shapes drawn per episode (names in `pick_place.SHAPES`)."""
+    colors: tuple[str, ...]
+    """Object colours drawn per episode (names in the domain palette)."""
+    object_xy_center: Vec2
+    object_xy_half_extent: Vec2
+    """The object's xy is uniform in center ± half_extent (m, world frame; the table top is z = 0)."""
+    container_xy_center: Vec2
+    container_xy_half_extent: Vec2
+    """The tray's xy is uniform in center ± half_extent."""
+
+
+@dataclass(frozen=True)
+class PushCubeVariation:
+    """Cube colours and the start row, for push-cube-by-instruction."""
+
+    colors: tuple[str, ...]
+    """Three distinct colours are drawn per episode from these; the instruction names one."""
+    row_x_range: Vec2
+    """x of the row of cubes (uniform in [lo, hi])."""
+    row_y_spacing: float
+    """Distance between neighbouring cubes along y."""
+    jitter: float
+    """Each cube's xy is additionally uniform in ± jitter."""
+
+
+@dataclass(frozen=True)
+class DrawerVariation:
+    """Where the cabinet stands and how far the drawer starts open."""
+
+    cabinet_xy_center: Vec2
+    cabinet_xy_half_extent: Vec2
+    """xy of the cabinet's front face centre, uniform in center ± half_extent."""
+    cabinet_yaw_range: Vec2
+    """Cabinet yaw about z (rad), uniform in [lo, hi]; 0 faces the robot."""
+    init_open_fraction: Vec2
+    """Initial drawer opening as a fraction of its travel, uniform in [lo, hi]."""
+
+
+Variation = PickPlaceVariation | PushCubeVariation | DrawerVariation
+VARIATION_TYPES: dict[str, type] = {
+    "pick_place": PickPlaceVariation,
+    "push_cube": PushCubeVariation,
+    "open_drawer": DrawerVariation,
+    "close_drawer": DrawerVariation,
+}
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The one third-person camera (before the domain's offsets)."""
+
+    eye: Vec3
+    target: Vec3
+    fov: float
+    """Vertical field of view (rad)."""
+    width: int = 128
+    height: int = 128
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One twin task: episode settings, camera, variations and domains (`configs/task/<task>.yaml`)."""
+
+    task: str
+    """One of TASKS."""
+    max_episode_steps: int
+    """Control steps (10 Hz) before truncation."""
+    reward: Literal["event", "dense"]
+    """`event`: grasp +1, success +5, lost success −2, all /5 (RLinf); `dense`: the task's shaped reward in [0, 1]."""
+    terminate_on_success: bool
+    """End the episode at the first success (else it runs to the time limit and losing success is penalised)."""
+    camera: CameraConfig
+    variations: dict[str, Variation]
+    """`train` is the training distribution; others (e.g. `heldout`) are for generalisation tests."""
+    domains: dict[str, DomainConfig]
+    """`sim` and `real_proxy` (never call the real-proxy "real")."""
+    source: str = field(default="<dict>", compare=False)
+    """Where this config was read from (for error messages)."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"{self.source}: unknown task {self.task!r} (known: {', '.join(TASKS)})")
+        if self.max_episode_steps <= 0:
+            raise ConfigError(f"{self.source}: max_episode_steps must be positive, got {self.max_episode_steps}")
+        if "train" not in self.variations:
+            raise ConfigError(f"{self.source}: variations must contain 'train'")
+        for name, var in self.variations.items():
+            if not isinstance(var, VARIATION_TYPES[self.task]):
+                raise ConfigError(f"{self.source}: variations.{name} is not a {VARIATION_TYPES[self.task].__name__}")
+            for color in getattr(var, "colors", ()):
+                for dname, dom in self.domains.items():
+                    if color not in dom.palette:
+                        raise ConfigError(f"{self.source}: variations.{name}.colors: {color!r} is not in "
+                                          f"domains.{dname}.palette")
+
+    def domain(self, name: str) -> DomainConfig:
+        if name not in self.domains:
+            raise ConfigError(f"{self.source}: unknown domain {name!r} (known: {', '.join(self.domains)})")
+        return self.domains[name]
+
+    def variation(self, name: str) -> Variation:
+        if name not in self.variations:
+            raise ConfigError(f"{self.source}: unknown variation {name!r} (known: {', '.join(self.variations)})")
+        return self.variations[name]
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "TaskConfig":
+        """Parse a mapping strictly (a plain dict, or Hydra's `cfg.task` / `dict(cfg.task)`)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+        task = data.get("task")
+        if task not in TASKS:
+            raise ConfigError(f"{source}: unknown task {task!r} (known: {', '.join(TASKS)})")
+        hints = typing.get_type_hints(cls)
+        hints["variations"] = dict[str, VARIATION_TYPES[task]]
+        kwargs = _parse_fields(cls, hints, {k: v for k, v in data.items() if k != "source"}, source, "")
+        return cls(**kwargs, source=source)
+
+
+def load_task_config(name_or_path: str | Path) -> TaskConfig:
+    """Read `configs/task/<name>.yaml` (or a path to a yaml file) into a TaskConfig."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = TASK_CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            known = sorted(p.stem for p in TASK_CONFIG_DIR.glob("*.yaml"))
+            raise ConfigError(f"unknown task {str(name_or_path)!r}: no {path} (known: {', '.join(known)})")
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    return TaskConfig.from_dict(data, source=str(path))
+
+
+def _parse_fields(cls: type, hints: dict[str, Any], data: Any, source: str, where: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: {where or 'top level'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)} in {where or 'top level'} of {cls.__name__}")
+    out = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{source}: missing key {key} ({cls.__name__})")
+            continue
+        out[name] = _parse_value(hints[name], data[name], source, key)
+    return out
+
+
+def _parse_value(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return tp(**_parse_fields(tp, typing.get_type_hints(tp), value, source, key))
+    if origin is dict:
+        _, vtype = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return {str(k): _parse_value(vtype, v, source, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_parse_value(args[0], v, source, key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{source}: {key} must have {len(args)} entries, got {len(value)}")
+        return tuple(_parse_value(a, v, source, key) for a, v in zip(args, value))
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{source}: {key} must be one of {typing.get_args(tp)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{source}: {key}: union types are resolved by task, not parsed directly")
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, bool, str) and type(value) is tp:
+        return value
+    raise ConfigError(f"{source}: {key} must be {getattr(tp, '__name__', tp)}, got {value!r}")

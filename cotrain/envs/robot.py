@@ -1,0 +1,74 @@
+"""The Panda of the ManiSkill wheel with the cotrain action and state conventions.
+
+Action (float32[7], 10 Hz): Δxyz in m and Δrpy in rad of the TCP, both in the robot base frame (ManiSkill's
+`root_translation:root_aligned_body_rotation`, relative to the *current* TCP pose; Δrpy are the intrinsic X-Y-Z
+Euler angles of the rotation applied, ≈ the rotation vector for small angles), clipped to ±POS_LIMIT / ±ROT_LIMIT
+per axis; gripper −1 (closed) … +1 (open), mapped linearly to finger targets −0.01 … 0.04 m.
+
+State (float32[8]): TCP xyz in the robot base frame, TCP roll/pitch/yaw (extrinsic x-y-z, i.e.
+R = Rz(yaw)·Ry(pitch)·Rx(roll)) with roll wrapped to [0, 2π) so the top-down grasp (roll ≈ π) has no ±π jump,
+and the two finger joint positions (m). The robot bridge must compute the same numbers on the Franka.
+"""
+
+from __future__ import annotations
+
+import math
+from copy import deepcopy
+
+import torch
+from mani_skill.agents.controllers import PDEEPoseControllerConfig
+from mani_skill.agents.registration import register_agent
+from mani_skill.agents.robots.panda.panda import Panda
+from mani_skill.utils.geometry.rotation_conversions import matrix_to_euler_angles, quaternion_to_matrix
+
+POS_LIMIT = 0.1
+"""Largest |Δx|, |Δy|, |Δz| per control step (m)."""
+ROT_LIMIT = 0.3
+"""Largest |Δroll|, |Δpitch|, |Δyaw| per control step (rad)."""
+CONTROL_MODE = "pd_ee_delta_pose"
+ROBOT_UID = "panda_cotrain"
+ROBOT_BASE_XYZ = (-0.615, 0.0, 0.0)
+"""Where the robot base stands in the world frame (the table top is z = 0)."""
+REST_QPOS = (0.0, math.pi / 8, 0.0, -math.pi * 5 / 8, 0.0, math.pi * 3 / 4, math.pi / 4, 0.04, 0.04)
+"""Arm pose at reset: TCP about 0.17 m above the table centre, pointing down, fingers open along y."""
+
+
+@register_agent()
+class CotrainPanda(Panda):
+    """Panda with one controller: metric (unnormalised) Δ end-effector pose + the usual mimic gripper."""
+
+    uid = ROBOT_UID
+
+    @property
+    def _controller_configs(self):
+        arm = PDEEPoseControllerConfig(
+            joint_names=self.arm_joint_names,
+            pos_lower=-POS_LIMIT,
+            pos_upper=POS_LIMIT,
+            rot_lower=-ROT_LIMIT,
+            rot_upper=ROT_LIMIT,
+            stiffness=self.arm_stiffness,
+            damping=self.arm_damping,
+            force_limit=self.arm_force_limit,
+            ee_link=self.ee_link_name,
+            urdf_path=self.urdf_path,
+            normalize_action=False,
+        )
+        gripper = deepcopy(super()._controller_configs["pd_ee_delta_pose"]["gripper"])
+        return {CONTROL_MODE: dict(arm=arm, gripper=gripper)}
+
+
+def clip_action(action: torch.Tensor) -> torch.Tensor:
+    """Clip a batch of cotrain actions [N, 7] to the controller's limits."""
+    limits = torch.tensor([POS_LIMIT] * 3 + [ROT_LIMIT] * 3 + [1.0], dtype=action.dtype, device=action.device)
+    return torch.clamp(action, -limits, limits)
+
+
+def ee_state(agent: Panda) -> torch.Tensor:
+    """The 8-d cotrain state [N, 8] (see the module docstring) of a ManiSkill Panda."""
+    tcp_at_base = agent.robot.pose.inv() * agent.tcp.pose
+    yaw_pitch_roll = matrix_to_euler_angles(quaternion_to_matrix(tcp_at_base.q), "ZYX")
+    roll = torch.remainder(yaw_pitch_roll[:, 2:3], 2 * math.pi)
+    rpy = torch.cat([roll, yaw_pitch_roll[:, 1:2], yaw_pitch_roll[:, 0:1]], dim=1)
+    fingers = agent.robot.get_qpos()[:, -2:]
+    return torch.cat([tcp_at_base.p, rpy, fingers], dim=1).to(torch.float32)

@@ -1,0 +1,203 @@
+"""Vector envs over twin tasks, one interface for three backends.
+
+- `ProcessVectorEnv` (physx_cpu): one `EnvRunner` per worker process (ManiSkill's CPU sim holds one env per
+  process), torch at 1 thread per worker.
+- `SerialVectorEnv` (physx_cpu): the same runners in this process, one after another (tests, N = 1, debugging).
+- `CudaVectorEnv` (physx_cuda, in `cuda_vector_env.py`): one process, one ManiSkill env with num_envs = N.
+  Unverified: no machine here can download SAPIEN's GPU PhysX library.
+
+All return raw cotrain observations as torch CPU tensors: {IMAGE_KEY: uint8 [N, H, W, 3] (rgb only),
+STATE_KEY: float32 [N, 8], "task": list[str]}. `step_chunk(actions[N, H, 7])` returns
+(obs, rewards [N, H], terminated [N], truncated [N], info) with info = {"success": bool [N] (at any step of the
+chunk), "steps": int [N], "final_obs": obs of the episodes that ended in the chunk (the current obs elsewhere)}.
+Finished episodes' statistics (return, length, success, task, seed) accumulate until `pop_episode_stats()`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
+from cotrain.envs.config import TaskConfig
+from cotrain.envs.runner import ChunkResult, EnvRunner
+
+
+def worker_seed(seed: int, index: int) -> int:
+    """The seed of worker `index`'s episode-seed stream."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def collate_obs(obs: Sequence[dict]) -> dict:
+    out = {STATE_KEY: torch.from_numpy(np.stack([o[STATE_KEY] for o in obs])), TASK_KEY: [o["task"] for o in obs]}
+    if IMAGE_KEY in obs[0]:
+        out[IMAGE_KEY] = torch.from_numpy(np.stack([o[IMAGE_KEY] for o in obs]))
+    return out
+
+
+class _RunnerVectorEnv:
+    """What the serial and process vector envs share: collating `ChunkResult`s and keeping episode stats."""
+
+    num_envs: int
+
+    def __init__(self) -> None:
+        self._episodes: list[dict] = []
+        self.instructions: list[str] = []
+
+    def step(self, actions: torch.Tensor | np.ndarray):
+        """One control step for every env (renders every step): actions [N, 7]; rewards come back as [N]."""
+        obs, rewards, terminated, truncated, info = self.step_chunk(np.asarray(actions)[:, None])
+        return obs, rewards[:, 0], terminated, truncated, info
+
+    def step_chunk(self, actions: torch.Tensor | np.ndarray, render_every_step: bool = False):
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.ndim != 3 or actions.shape[0] != self.num_envs or actions.shape[2] != 7:
+            raise ValueError(f"step_chunk expects actions [num_envs={self.num_envs}, H, 7], got {actions.shape}")
+        results = self._step_chunks(actions, render_every_step)
+        self._episodes += [r.episode for r in results if r.episode is not None]
+        obs = collate_obs([r.obs for r in results])
+        self.instructions = obs[TASK_KEY]
+        info = {
+            "success": torch.tensor([r.success for r in results]),
+            "steps": torch.tensor([r.steps for r in results]),
+            "final_obs": collate_obs([r.final_obs if r.final_obs is not None else r.obs for r in results]),
+        }
+        return (obs, torch.from_numpy(np.stack([r.rewards for r in results])),
+                torch.tensor([r.terminated for r in results]), torch.tensor([r.truncated for r in results]), info)
+
+    def reset(self, seeds: Sequence[int] | None = None) -> dict:
+        """Reset every env (with `seeds[i]` for env i if given, else from its seed stream)."""
+        if seeds is not None and len(seeds) != self.num_envs:
+            raise ValueError(f"reset expects {self.num_envs} seeds, got {len(seeds)}")
+        obs = collate_obs(self._reset([None] * self.num_envs if seeds is None else list(seeds)))
+        self.instructions = obs[TASK_KEY]
+        return obs
+
+    def pop_episode_stats(self) -> list[dict]:
+        episodes, self._episodes = self._episodes, []
+        return episodes
+
+    def _reset(self, seeds: list[int | None]) -> list[dict]:
+        raise NotImplementedError
+
+    def _step_chunks(self, actions: np.ndarray, render_every_step: bool) -> list[ChunkResult]:
+        raise NotImplementedError
+
+
+class SerialVectorEnv(_RunnerVectorEnv):
+    """N `EnvRunner`s in this process (physx_cpu), stepped one after another."""
+
+    def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
+                 num_envs: int, seed: int):
+        super().__init__()
+        self.num_envs = num_envs
+        self.runners = [EnvRunner(task_cfg, domain, variation, obs_mode, worker_seed(seed, i)) for i in range(num_envs)]
+
+    def _reset(self, seeds):
+        return [runner.reset(s) for runner, s in zip(self.runners, seeds)]
+
+    def _step_chunks(self, actions, render_every_step):
+        return [runner.step_chunk(a, render_every_step) for runner, a in zip(self.runners, actions)]
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+
+
+def _worker(conn, runner_args: tuple) -> None:
+    torch.set_num_threads(1)
+    try:
+        runner = EnvRunner(*runner_args)
+        conn.send(("ok", None))
+        while True:
+            cmd, payload = conn.recv()
+            if cmd == "reset":
+                conn.send(("ok", runner.reset(payload)))
+            elif cmd == "chunk":
+                conn.send(("ok", runner.step_chunk(*payload)))
+            elif cmd == "close":
+                runner.close()
+                conn.send(("ok", None))
+                return
+    except Exception:  # report to the parent, which raises it with the worker's traceback
+        conn.send(("error", traceback.format_exc()))
+
+
+class ProcessVectorEnv(_RunnerVectorEnv):
+    """One `EnvRunner` per worker process (physx_cpu); commands go to all workers before any answer is read."""
+
+    def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
+                 num_envs: int, seed: int):
+        super().__init__()
+        self.num_envs = num_envs
+        ctx = mp.get_context("spawn")
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the workers before torch loads there
+        self.conns, self.procs = [], []
+        for i in range(num_envs):
+            parent, child = ctx.Pipe()
+            args = (task_cfg, domain, variation, obs_mode, worker_seed(seed, i))
+            proc = ctx.Process(target=_worker, args=(child, args), daemon=True, name=f"twin-env-{i}")
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        self._gather()
+
+    def _send_all(self, cmd: str, payloads: list) -> list:
+        for conn, payload in zip(self.conns, payloads):
+            conn.send((cmd, payload))
+        return self._gather()
+
+    def _gather(self) -> list:
+        answers = [conn.recv() for conn in self.conns]
+        errors = [(i, msg) for i, (status, msg) in enumerate(answers) if status == "error"]
+        if errors:
+            i, msg = errors[0]
+            self.close()
+            raise RuntimeError(f"vector env worker {i} failed:\n{msg}")
+        return [msg for _, msg in answers]
+
+    def _reset(self, seeds):
+        return self._send_all("reset", seeds)
+
+    def _step_chunks(self, actions, render_every_step):
+        return self._send_all("chunk", [(a, render_every_step) for a in actions])
+
+    def close(self) -> None:
+        for conn, proc in zip(self.conns, self.procs):
+            if proc.is_alive():
+                try:
+                    conn.send(("close", None))
+                    conn.recv()
+                except (BrokenPipeError, EOFError):
+                    pass
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        self.conns, self.procs = [], []
+
+
+def make_env(task_cfg: TaskConfig, domain: str = "sim", obs_mode: Literal["state", "rgb"] = "rgb",
+             num_envs: int = 1, seed: int = 0, variation: str = "train",
+             backend: Literal["physx_cpu", "physx_cpu_serial", "physx_cuda"] = "physx_cpu"):
+    """A vector env of `num_envs` twin envs of `task_cfg.task` in `domain` (`sim` | `real_proxy`).
+
+    `physx_cpu`: one worker process per env; `physx_cpu_serial`: the same in this process (no spawn cost, for
+    tests and N = 1); `physx_cuda`: one process, GPU sim (unverified). Unknown domain/variation -> ConfigError.
+    """
+    task_cfg.domain(domain), task_cfg.variation(variation)  # fail here, not inside a worker
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if backend == "physx_cpu":
+        return ProcessVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed)
+    if backend == "physx_cpu_serial":
+        return SerialVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed)
+    if backend == "physx_cuda":
+        from cotrain.envs.cuda_vector_env import CudaVectorEnv
+
+        return CudaVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed)
+    raise ValueError(f"backend must be physx_cpu, physx_cpu_serial or physx_cuda, got {backend!r}")

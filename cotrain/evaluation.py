@@ -1,0 +1,147 @@
+"""Closed-loop evaluation of a policy in a twin task: success rate with a Wilson interval, per variation.
+
+The policy acts in chunks: it observes, returns H actions, the env executes them (stopping at the end of the
+episode), and it observes again — the same loop the vector env and the robot bridge run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
+from cotrain.policies.base import Policy
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate (well-behaved at 0 and 1, unlike the normal approximation)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    ret: float
+    length: int
+    instruction: str
+
+
+@dataclass
+class VariationResult:
+    variation: str
+    success_rate: float
+    ci95: tuple[float, float]
+    mean_return: float
+    episodes: list[EpisodeResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def policy_obs(obs: dict, instructions: list[str], device: torch.device) -> dict:
+    """The raw cotrain observation the policy interface takes, from a twin env's observation."""
+    return {IMAGE_KEY: obs[IMAGE_KEY].to(device), STATE_KEY: obs[STATE_KEY].to(device).float(), TASK_KEY: list(instructions)}
+
+
+@torch.no_grad()
+def run_episode(env, policy: Policy, seed: int, frames: list | None = None) -> EpisodeResult:
+    """One episode in a single env (num_envs = 1), deterministic actions. Appends camera frames to `frames`."""
+    device = next(policy.parameters()).device
+    obs, _ = env.reset(seed=seed)
+    ret, steps = 0.0, 0
+    if frames is not None:
+        frames.append(obs[IMAGE_KEY][0].cpu().numpy())
+    while True:
+        actions, _, _, _ = policy.sample(policy_obs(obs, env.instructions, device), explore=False)
+        for h in range(actions.shape[1]):
+            obs, reward, terminated, truncated, info = env.step(actions[:, h].cpu())
+            ret += float(reward[0])
+            steps += 1
+            if frames is not None:
+                frames.append(obs[IMAGE_KEY][0].cpu().numpy())
+            if bool(terminated[0]) or bool(truncated[0]):
+                success = bool(info["success"][0])
+                return EpisodeResult(seed, success, ret, steps, env.instructions[0])
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    tmp = path.with_suffix(".tmp.mp4")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    tmp.replace(path)
+
+
+def evaluate_variation(env, policy: Policy, variation: str, seeds: list[int], video_dir: Path | None = None,
+                       n_videos: int = 0, progress=None) -> VariationResult:
+    episodes = []
+    for i, seed in enumerate(seeds):
+        frames = [] if (video_dir is not None and i < n_videos) else None
+        ep = run_episode(env, policy, seed, frames)
+        episodes.append(ep)
+        if frames:
+            write_video(frames, video_dir / f"{variation}_seed{seed}_{'success' if ep.success else 'fail'}.mp4")
+        if progress is not None:
+            progress.update(1)
+    wins = sum(e.success for e in episodes)
+    return VariationResult(
+        variation=variation,
+        success_rate=wins / len(episodes),
+        ci95=wilson_interval(wins, len(episodes)),
+        mean_return=float(np.mean([e.ret for e in episodes])),
+        episodes=episodes,
+    )
+
+
+@torch.no_grad()
+def evaluate_vec(env, policy: Policy, episodes: int, seed: int, max_chunks: int) -> dict:
+    """Success rate over `episodes` first episodes of a vector env (deterministic actions), in rounds of N envs.
+
+    Each round resets every env with its own seed and steps chunks until every env has ended one episode
+    (later episodes of the auto-reset are ignored). Returns {"success_rate", "ci95", "mean_return", "episodes"}.
+    """
+    device = next(policy.parameters()).device
+    n, successes, returns, done_total = env.num_envs, 0, [], 0
+    round_index = 0
+    while done_total < episodes:
+        seeds = [seed + round_index * n + i for i in range(n)]
+        obs = env.reset(seeds=seeds)
+        ended = torch.zeros(n, dtype=torch.bool)
+        ret = torch.zeros(n)
+        for _ in range(max_chunks):
+            actions, _, _, _ = policy.sample({k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                                              for k, v in obs.items()}, explore=False)
+            obs, reward, terminated, truncated, info = env.step_chunk(actions.float().cpu())
+            ret += torch.where(ended, torch.zeros(n), torch.as_tensor(reward).float().sum(1))
+            now = (torch.as_tensor(terminated) | torch.as_tensor(truncated)) & ~ended
+            for i in torch.nonzero(now).flatten().tolist():
+                if done_total < episodes:
+                    successes += bool(info["success"][i])
+                    returns.append(float(ret[i]))
+                    done_total += 1
+            ended |= now
+            if bool(ended.all()):
+                break
+        for i in torch.nonzero(~ended).flatten().tolist():  # ran past max_chunks: a failure
+            if done_total < episodes:
+                returns.append(float(ret[i]))
+                done_total += 1
+        round_index += 1
+    return {"success_rate": successes / episodes, "ci95": wilson_interval(successes, episodes),
+            "mean_return": float(np.mean(returns)), "episodes": episodes}

@@ -1,0 +1,45 @@
+"""Process pools over twin-task envs, for experiments on many-core machines (one ManiSkill env per process).
+
+    with EnvPool(task_cfg, domain, workers=16) as pool:
+        episodes = pool.map(expert_episode, seeds)          # fn(env, seed) runs in a worker
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from typing import Any, Callable
+
+_ENV = None
+_STATE: dict[str, Any] = {}
+
+
+def _init(task_cfg, domain: str, variation: str, obs_mode: str, torch_threads: int) -> None:
+    global _ENV
+    import torch
+
+    from cotrain.envs.make import make_task_env
+
+    torch.set_num_threads(torch_threads)
+    _ENV = make_task_env(task_cfg, domain=domain, variation=variation, obs_mode=obs_mode)
+
+
+def _call(args):
+    fn, item = args
+    return fn(_ENV, _STATE, item)
+
+
+class EnvPool:
+    def __init__(self, task_cfg, domain: str, workers: int, variation: str = "train", obs_mode: str = "rgb"):
+        self.pool = mp.get_context("spawn").Pool(workers, initializer=_init,
+                                                 initargs=(task_cfg, domain, variation, obs_mode, 1))
+
+    def map(self, fn: Callable, items: list) -> list:
+        """fn(env, worker_state: dict, item) in the workers, results in the order of `items`."""
+        return self.pool.map(_call, [(fn, it) for it in items], chunksize=1)
+
+    def __enter__(self) -> "EnvPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.close()
+        self.pool.join()

@@ -1,0 +1,104 @@
+"""Stage I on pick-and-place from scripted demos (sim + real-proxy), then closed-loop eval in both domains.
+
+Run on the GPU machine (see README "Experiments"): demos are generated there in worker processes and kept in
+memory (no dataset is carried), Stage I trains on the GPU, and evaluation runs in worker processes.
+    python experiments/stage1_pick_place.py --sim 100 --real 20 --steps 4000 --workers 16 --out $OUT/stage1
+The real-proxy is the simulated stand-in for the real world; its numbers are not real-robot numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cotrain.data import ChunkDataset, Provenance, store_from_episodes  # noqa: E402
+from cotrain.data.config import DataConfig  # noqa: E402
+from cotrain.envs.config import load_task_config  # noqa: E402
+from cotrain.evaluation import wilson_interval  # noqa: E402
+from cotrain.metrics import WandbConfig  # noqa: E402
+from cotrain.stage1 import Stage1Config, train  # noqa: E402
+from experiments.parallel import EnvPool  # noqa: E402
+
+
+def expert_episode(env, state, seed):
+    from cotrain.envs.experts import make_expert, run_expert_episode
+
+    if "expert" not in state:
+        state["expert"] = make_expert(env.task_cfg.task, env.domain, teleop_noise=True)
+    ep = run_expert_episode(env, state["expert"], seed)
+    return ep.frames if ep.success else None
+
+
+def eval_episode(env, state, item):
+    import torch
+
+    from cotrain.evaluation import run_episode
+    from cotrain.policies import load_policy
+
+    ckpt, seed = item
+    if state.get("ckpt") != ckpt:
+        state["policy"], state["ckpt"] = load_policy(ckpt, device="cpu").eval(), ckpt
+    with torch.no_grad():
+        r = run_episode(env, state["policy"], seed)
+    return r.success, r.ret
+
+
+def demos(task_cfg, domain, n, first_seed, workers):
+    t = time.time()
+    with EnvPool(task_cfg, domain, workers) as pool:
+        eps = [e for e in pool.map(expert_episode, list(range(first_seed, first_seed + int(n * 1.3)))) if e][:n]
+    print(f"[demos] {domain}: {len(eps)} episodes, {sum(map(len, eps))} frames in {time.time() - t:.0f}s", flush=True)
+    return store_from_episodes(eps, [Provenance(domain, "expert", first_seed + i) for i in range(len(eps))])
+
+
+def evaluate(task_cfg, ckpt, domain, episodes, workers, first_seed=100_000):
+    t = time.time()
+    with EnvPool(task_cfg, domain, workers) as pool:
+        res = pool.map(eval_episode, [(str(ckpt), first_seed + i) for i in range(episodes)])
+    wins = sum(s for s, _ in res)
+    lo, hi = wilson_interval(wins, episodes)
+    out = {"domain": domain, "success_rate": wins / episodes, "ci95": [lo, hi], "episodes": episodes}
+    print(f"[eval] {domain}: {wins}/{episodes} = {wins / episodes:.1%} (95% CI {lo:.1%}-{hi:.1%}) "
+          f"in {time.time() - t:.0f}s", flush=True)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--task", default="pick_place")
+    p.add_argument("--sim", type=int, default=100)
+    p.add_argument("--real", type=int, default=20, help="real-proxy demos")
+    p.add_argument("--alpha", type=float, default=0.2)
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--policy", default="vla_flow")
+    p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--out", default="runs/exp_stage1")
+    a = p.parse_args()
+
+    import yaml
+
+    task_cfg = load_task_config(a.task)
+    policy = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/policy" / f"{a.policy}.yaml").read_text())
+    sim = demos(task_cfg, "sim", a.sim, 0, a.workers)
+    real = demos(task_cfg, "real_proxy", a.real, 50_000, a.workers)
+    cfg = Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=a.batch), wandb=WandbConfig("disabled"),
+                       steps=a.steps, log_every=50, save_every=a.steps, out=a.out, device="auto")
+    t = time.time()
+    chunk = policy["chunk_size"]
+    ckpt = train(cfg, real=[ChunkDataset(real, chunk)], sim=[ChunkDataset(sim, chunk)])
+    print(f"[stage1] {a.steps} steps in {time.time() - t:.0f}s", flush=True)
+    results = {"args": vars(a), "stage1_seconds": time.time() - t,
+               "eval": [evaluate(task_cfg, ckpt, d, a.eval_episodes, a.workers) for d in ("sim", "real_proxy")]}
+    Path(a.out, "results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results["eval"]))
+
+
+if __name__ == "__main__":
+    main()
