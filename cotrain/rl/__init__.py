@@ -1,0 +1,19 @@
+"""Stage II: PPO over action chunks in the twin, anchored by an SFT loss on real demonstrations.
+
+Modules (rsl_rl-like split): config (RLConfig), vec_env (the env contract), rollout (buffer + collector),
+gae, ppo_loss, anchor (real-batch stream), trainer (the update), distributed (torchrun/DDP), resume (RNG state),
+toys (contract-honouring stand-ins for tests and smoke runs).
+"""
+
+from cotrain.rl.anchor import RealBatchStream
+from cotrain.rl.config import RLConfig
+from cotrain.rl.distributed import DistInfo, PolicyStep, all_reduce_mean, all_reduce_sum, init_distributed
+from cotrain.rl.rollout import RolloutBuffer, RolloutCollector, RolloutStats, reset_seeds
+from cotrain.rl.trainer import PPOTrainer, make_optimizer
+from cotrain.rl.vec_env import VecEnv
+
+__all__ = [
+    "DistInfo", "PPOTrainer", "PolicyStep", "RLConfig", "RealBatchStream", "RolloutBuffer", "RolloutCollector",
+    "RolloutStats", "VecEnv", "all_reduce_mean", "all_reduce_sum", "init_distributed", "reset_seeds",
+    "make_optimizer",
+]

@@ -1,0 +1,147 @@
+"""PPO update with the real-data anchor: epochs x minibatches x micro-batches, one backward per micro-batch.
+
+    for each epoch: shuffle the rollout; for each minibatch: zero grads, for each micro-batch:
+        draw a fresh real batch; one DDP forward (evaluate + sft_loss); loss (one line); one backward
+    then clip the global grad norm and step AdamW (value head at its own lr).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from cotrain.policies.base import Policy
+from cotrain.rl.config import RLConfig
+from cotrain.rl.distributed import DistInfo, all_reduce_mean, wrap_step
+from cotrain.rl.ppo_loss import explained_variance, normalize_advantages, policy_loss, value_loss
+from cotrain.rl.resume import capture_rng, restore_rng
+from cotrain.rl.rollout import Batch, RolloutBuffer
+
+RealBatches = Iterator[dict[str, Any]]
+
+
+def make_optimizer(policy: Policy, cfg: RLConfig) -> torch.optim.AdamW:
+    """AdamW with two groups: the value head (`rl.value_param_prefix`) at rl.value_lr, the rest at rl.lr."""
+    value_params, policy_params = [], []
+    for name, p in policy.named_parameters():
+        if p.requires_grad:
+            (value_params if name.startswith(cfg.value_param_prefix) else policy_params).append(p)
+    if not value_params or not policy_params:
+        names = [n for n, _ in policy.named_parameters()][:8]
+        raise ValueError(
+            f"rl.value_param_prefix={cfg.value_param_prefix!r} must split {type(policy).__name__}'s trainable "
+            f"parameters into a value head and the rest; got {len(value_params)} value and {len(policy_params)} "
+            f"other parameters (first names: {names})"
+        )
+    groups = [
+        {"params": policy_params, "lr": cfg.lr, "name": "policy"},
+        {"params": value_params, "lr": cfg.value_lr, "name": "value"},
+    ]
+    return torch.optim.AdamW(groups, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+
+
+class PPOTrainer:
+    """Owns the optimizer, the DDP step module and the update; the caller owns rollouts, eval and checkpoints."""
+
+    def __init__(self, policy: Policy, cfg: RLConfig, real_batches: RealBatches | None, dist: DistInfo = DistInfo()):
+        if cfg.beta > 0 and real_batches is None:
+            raise ValueError(
+                f"rl.beta={cfg.beta} needs real batches for the anchor; pass real_batches or set rl.beta=0"
+            )
+        self.policy, self.cfg, self.real_batches, self.dist = policy, cfg, real_batches, dist
+        self.step_module = wrap_step(policy, dist, cfg.ddp_find_unused_parameters)
+        self.optimizer = make_optimizer(policy, cfg)
+        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + dist.rank)
+        self.iteration = 0
+        """Completed updates."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device
+
+    def backward_micro_batch(self, mb: Batch, loss_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Forward, loss and ONE backward for a micro-batch (+ a fresh real batch); returns the terms backpropagated."""
+        cfg, dev = self.cfg, self.device
+        real_batch = next(self.real_batches) if self.real_batches is not None else None
+        aux = {k: v.to(dev) for k, v in mb.aux.items()}
+        new_logprob, entropy, new_value, sft = self.step_module(mb.obs, aux, real_batch, cfg.beta > 0)
+        pg_loss, ratio = policy_loss(new_logprob, mb.logprobs.to(dev), mb.advantages.to(dev), cfg.clip_coef)
+        v_loss = value_loss(new_value, mb.values.to(dev), mb.returns.to(dev), cfg.vf_clip_coef, cfg.huber_delta)
+        entropy = entropy.mean()
+        sft_loss = sft if sft is not None else torch.zeros((), device=dev)
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy + cfg.beta * sft_loss
+        (loss * loss_scale).backward()
+        terms = {"loss": loss, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy}
+        if sft is not None:
+            terms["sft_loss"] = sft_loss
+        terms |= {"approx_kl": ratio.approx_kl, "clipfrac": ratio.clipfrac, "ratio_dev": ratio.ratio_dev}
+        return {k: v.detach() for k, v in terms.items()}
+
+    def _no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        if sync or not isinstance(self.step_module, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.step_module.no_sync()
+
+    def update(self, buffer: RolloutBuffer) -> dict[str, float]:
+        """PPO epochs over one rollout; returns metrics averaged over micro-batches and reduced over ranks."""
+        cfg = self.cfg
+        batch = buffer.flatten()
+        n_mb, n_micro = cfg.num_minibatches, cfg.micro_batches
+        if len(batch) < n_mb * n_micro:
+            raise ValueError(
+                f"rollout has {len(batch)} chunks on rank {self.dist.rank}, fewer than "
+                f"rl.num_minibatches*rl.micro_batches = {n_mb}*{n_micro}"
+            )
+        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        grad_norms, n_terms, n_steps = [], 0, 0
+        initial_ratio_dev = torch.tensor(float("nan"))
+        for _epoch in range(cfg.update_epochs):
+            perm = torch.randperm(len(batch), generator=self.generator)
+            for mb_index in torch.tensor_split(perm, n_mb):
+                mb = batch.rows(mb_index)
+                if cfg.norm_adv:
+                    mb.advantages = normalize_advantages(mb.advantages)
+                self.optimizer.zero_grad(set_to_none=True)
+                for k, micro_index in enumerate(torch.tensor_split(torch.arange(len(mb)), n_micro)):
+                    with self._no_sync(sync=k == n_micro - 1):
+                        terms = self.backward_micro_batch(mb.rows(micro_index), loss_scale=1.0 / n_micro)
+                    if n_steps == 0 and k == 0:
+                        initial_ratio_dev = terms["ratio_dev"]  # before any update: must be 0
+                    for name, value in terms.items():
+                        sums[name] += value  # tensors: no device sync per micro-batch
+                    n_terms += 1
+                grad_norms.append(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm))
+                self.optimizer.step()
+                n_steps += 1
+        self.iteration += 1
+        metrics = {k: float(v) / n_terms for k, v in sums.items() if k != "ratio_dev"}
+        metrics["grad_norm"] = float(torch.stack(grad_norms).mean())  # before clipping
+        metrics["initial_ratio_dev"] = float(initial_ratio_dev)
+        metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
+        return all_reduce_mean(metrics, self.dist)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the policy weights needed to resume exactly (per rank: RNG streams differ by rank)."""
+        real = self.real_batches
+        return {
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": capture_rng(),
+            "real_batches": real.state_dict() if hasattr(real, "state_dict") else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration = state["iteration"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        restore_rng(state["rng"])
+        if state["real_batches"] is not None:
+            if not hasattr(self.real_batches, "load_state_dict"):
+                raise ValueError("resume: the checkpoint holds real-batch stream state but real_batches cannot load it")
+            self.real_batches.load_state_dict(state["real_batches"])  # type: ignore[union-attr]
