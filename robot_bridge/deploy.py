@@ -1,0 +1,142 @@
+"""All bridge nodes in one process: `python -m robot_bridge.deploy [key=value ...]` (Hydra, configs/deploy.yaml).
+
+The node list and parameters come from `graph.node_specs`, exactly what launch/*.launch.py start as separate
+processes. `episodes=N` runs N episodes of `episode_s` seconds (activate the arm, start recording and the policy,
+then stop all three; the twin backend resets its env on each activation); `episodes=0` runs until Ctrl-C.
+`print_nodes=true` prints the resolved node list as JSON and exits (what the launch test compares).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from robot_bridge.graph import PROFILES, node_specs, overrides_for
+
+
+@dataclass
+class DeployConfig:
+    profile: str = "deploy_policy"
+    """deploy_policy (camera, franka, policy, recorder) or teleop_collect (camera, franka, teleop, recorder)."""
+    robot_config: str = "franka_sim"
+    """Name of a ROS parameter file in configs/robot (or a path to one)."""
+    checkpoint: str = ""
+    """Policy checkpoint directory (deploy_policy); empty keeps the robot config's."""
+    instruction: str = ""
+    """Task instruction for the policy and the recorder; empty keeps the robot config's. (Not `task`: that name
+    is the Hydra group of the training tasks.)"""
+    dataset: str = ""
+    """Recorder dataset root; empty keeps the robot config's."""
+    activate: bool = True
+    """Configure and activate the arm at start-up (otherwise drive its lifecycle by hand)."""
+    episodes: int = 0
+    """Episodes to run and record, then exit; 0 = run until Ctrl-C."""
+    episode_s: float = 10.0
+    """Length of one episode, s."""
+    print_nodes: bool = False
+    """Print the resolved node list as JSON and exit."""
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-node parameter overrides, e.g. +params.franka.robot_ip=127.0.0.5."""
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"deploy.profile={self.profile!r}: expected one of {sorted(PROFILES)}")
+        if self.episodes < 0 or self.episode_s <= 0:
+            raise ValueError(f"deploy.episodes={self.episodes} must be >= 0 and episode_s={self.episode_s} > 0")
+
+
+ConfigStore.instance().store(name="deploy_schema", node=DeployConfig)
+
+
+def specs_for(cfg: DeployConfig):
+    overrides = overrides_for(cfg.checkpoint, cfg.instruction, cfg.dataset, cfg.activate, start=False)
+    for node, values in cfg.params.items():
+        overrides[node] = overrides.get(node, {}) | dict(values)
+    return node_specs(cfg.profile, cfg.robot_config, overrides)
+
+
+def run_episodes(nodes: dict, cfg: DeployConfig, call) -> None:
+    """Per episode: activate the arm, start recorder and policy, wait, stop policy, save, deactivate."""
+    franka = nodes["franka"]
+    for ep in range(cfg.episodes):
+        if franka.lifecycle_state == "inactive" and franka.trigger_activate().name != "SUCCESS":
+            raise RuntimeError(f"episode {ep}: the arm did not activate")
+        for srv in ("/recorder/start", "/policy/start") if "policy" in nodes else ("/recorder/start",):
+            r = call(srv)
+            if not r.success:
+                raise RuntimeError(f"episode {ep}: {srv} refused: {r.message}")
+        time.sleep(cfg.episode_s)
+        if "policy" in nodes:
+            call("/policy/stop")
+        print(f"episode {ep}: {call('/recorder/stop').message}", flush=True)
+        franka.trigger_deactivate()
+
+
+def deploy(cfg: DeployConfig) -> None:
+    import threading
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    from robot_bridge.graph import make_node
+
+    specs = specs_for(cfg)
+    rclpy.init()
+    executor = MultiThreadedExecutor()
+    nodes: dict = {}
+    try:
+        for spec in specs:
+            nodes[spec.name] = make_node(spec)
+            executor.add_node(nodes[spec.name])
+        if cfg.episodes == 0:
+            executor.spin()
+            return
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        client = rclpy.create_node("deploy")
+        executor.add_node(client)
+        run_episodes(nodes, cfg, lambda srv: _call(client, srv))
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        for node in nodes.values():  # the franka node stops and disconnects the arm when destroyed
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _call(node, service: str, timeout: float = 120.0):
+    from std_srvs.srv import Trigger
+
+    client = node.create_client(Trigger, service)
+    try:
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {service} not available")
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service {service} did not answer in {timeout} s")
+            time.sleep(0.01)
+        return future.result()
+    finally:
+        node.destroy_client(client)
+
+
+@hydra.main(config_path="../configs", config_name="deploy", version_base=None)
+def main(dcfg) -> None:
+    cfg: DeployConfig = OmegaConf.to_object(dcfg)
+    if cfg.print_nodes:
+        print(json.dumps([asdict(s) for s in specs_for(cfg)], indent=1))
+        return
+    deploy(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The one node list that `python -m robot_bridge.deploy` and the launch files both start.
+
+A profile names the nodes; a robot config (ROS 2 parameter file, `configs/robot/*.yaml`) gives their parameters.
+With the twin backend the simulated world publishes the camera itself, so no camera node is started.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robot_bridge.params import load_robot_config
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "configs" / "robot"
+
+PROFILES: dict[str, tuple[str, ...]] = {
+    "deploy_policy": ("camera", "franka", "policy", "recorder"),
+    "teleop_collect": ("camera", "franka", "teleop", "recorder"),
+}
+NODE_MODULES: dict[str, str] = {
+    "camera": "robot_bridge.nodes.camera_node",
+    "franka": "robot_bridge.nodes.franka_node",
+    "policy": "robot_bridge.nodes.policy_node",
+    "teleop": "robot_bridge.nodes.teleop_node",
+    "recorder": "robot_bridge.nodes.recorder_node",
+}
+NODE_CLASSES: dict[str, str] = {
+    "camera": "CameraNode", "franka": "FrankaNode", "policy": "PolicyNode", "teleop": "TeleopNode", "recorder": "RecorderNode",
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    """ROS node name (also its section in the robot config)."""
+    module: str
+    """Python module whose `main()` runs the node alone (`python -m <module>`)."""
+    params: dict[str, Any]
+    """Every parameter of the node, resolved and typed."""
+
+    def command(self) -> list[str]:
+        """The executable and arguments of a stand-alone process (what a launch_ros Node runs)."""
+        return [sys.executable, "-m", self.module]
+
+
+def robot_config_path(robot: str) -> Path:
+    """`robot` is a name in configs/robot (without .yaml) or a path to a parameter file."""
+    p = Path(robot)
+    return p if p.suffix in (".yaml", ".yml") else CONFIG_DIR / f"{robot}.yaml"
+
+
+def node_specs(profile: str, robot: str, overrides: dict[str, dict[str, Any]] | None = None) -> list[NodeSpec]:
+    if profile not in PROFILES:
+        raise ValueError(f"profile {profile!r}: expected one of {sorted(PROFILES)}")
+    params = load_robot_config(robot_config_path(robot), overrides)
+    names = [n for n in PROFILES[profile] if not (n == "camera" and params["franka"]["backend"] == "twin")]
+    return [NodeSpec(n, NODE_MODULES[n], params[n]) for n in names]
+
+
+def overrides_for(checkpoint: str, task: str, dataset: str, activate: bool, start: bool) -> dict[str, dict[str, Any]]:
+    """Parameter overrides from the deploy/launch arguments (empty strings keep the robot config's values)."""
+    o: dict[str, dict[str, Any]] = {"franka": {"autostart": bool(activate)}, "policy": {"autostart": bool(start)}}
+    if checkpoint:
+        o["policy"]["checkpoint"] = checkpoint
+    if task:
+        o["policy"]["task"] = task
+        o["recorder"] = {"task": task}
+    if dataset:
+        o.setdefault("recorder", {})["dataset_root"] = dataset
+    return o
+
+
+def ros_parameters(params: dict[str, Any]):
+    """rclpy Parameters for `parameter_overrides` (in-process nodes)."""
+    from rclpy.parameter import Parameter
+
+    return [Parameter(k, value=v) for k, v in params.items()]
+
+
+def make_node(spec: NodeSpec, context=None):
+    """Instantiate the node in this process with its parameters."""
+    cls = getattr(importlib.import_module(spec.module), NODE_CLASSES[spec.name])
+    return cls(context=context, parameter_overrides=ros_parameters(spec.params))

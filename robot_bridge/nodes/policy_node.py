@@ -1,0 +1,200 @@
+"""policy node: runs a cotrain checkpoint on the camera and arm state at the control rate (see policy_loop.py).
+
+Subscribes  /camera/image_raw, /franka/joint_states + /franka/ee_pose, /task
+Publishes   /action (JointState named vector, stamped with the image it answers), /policy/status (JSON)
+Services    /policy/start, /policy/stop, /policy/reload (std_srvs/Trigger; reload re-reads the `checkpoint`
+            parameter and keeps the running policy if the new one fails to load or its spec differs)
+The checkpoint is loaded with `policy_loader` and must match the robot config's feature spec; the policy does its
+own preprocessing (normalisation, its own resize), the node only brings images to the spec's size, exactly as the
+camera node and the recorder do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+import numpy as np
+import rclpy
+import torch
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
+from robot_bridge import messages, topics
+from robot_bridge.nodes import run
+from robot_bridge.image import to_spec_image
+from robot_bridge.params import PolicyParams, declare
+from robot_bridge.policy_loop import LoopTiming, PolicyLoop, Tick
+
+NODE_NAME = "policy"
+
+
+def load_checkpoint(loader: str, path: str, spec: FeatureSpec):
+    """`module:function`(path, expected_spec=spec) -> Policy, imported lazily (training code is optional here)."""
+    module, _, fn = loader.partition(":")
+    if not module or not fn:
+        raise ValueError(f"policy.policy_loader={loader!r}: expected 'module:function'")
+    return getattr(importlib.import_module(module), fn)(path, expected_spec=spec)
+
+
+def make_act_fn(policy, device: str):
+    """(image, state, task) -> chunk [H, 7]: the raw observation of cotrain.policies.base, batch of one."""
+
+    @torch.no_grad()
+    def act(image: np.ndarray, state: np.ndarray, task: str) -> np.ndarray:
+        obs = {IMAGE_KEY: image[None], STATE_KEY: state[None].astype(np.float32), TASK_KEY: [task]}
+        actions, _, _, _ = policy.sample(obs, explore=False)
+        return actions[0].detach().to("cpu", torch.float64).numpy()
+
+    return act
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = declare(self, PolicyParams)
+        self.spec = self.p.feature_spec()
+        self.task = self.p.task
+        if self.p.torch_threads > 0:
+            torch.set_num_threads(self.p.torch_threads)
+        self.loop = PolicyLoop(
+            LoopTiming(period=1.0 / self.spec.fps, tolerance=self.p.tick_tolerance_ms / 1000.0,
+                       stale=self.p.stale_obs_ms / 1000.0),
+            self.p.n_action_steps,
+        )
+        self._lock = threading.Lock()  # the loop is driven from the image callback and the timer
+        self.policy = None
+        self.act = None
+        if self.p.checkpoint:
+            self._load(self.p.checkpoint)  # a mismatching spec raises here: the node refuses to start
+        self._pose: PoseStamped | None = None
+        self._joints: JointState | None = None
+        self._last_status = ""
+        self.action_pub = self.create_publisher(JointState, topics.ACTION, 10)
+        self.status_pub = self.create_publisher(String, topics.POLICY_STATUS, messages.STATUS_QOS)
+        self.create_subscription(Image, topics.IMAGE, self._on_image, 2)
+        self.create_subscription(PoseStamped, topics.EE_POSE, self._on_pose, 10)
+        self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 10)
+        self.create_subscription(String, topics.TASK, self._on_task, 10)
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/reload", self._on_reload)
+        self.create_timer(max(self.loop.timing.tolerance, 0.005), self._on_timer)  # late ticks: within 2 x tolerance
+        if self.p.autostart:
+            self._start()
+        self._publish_status()
+
+    # ---- checkpoint ---------------------------------------------------------------------------------
+    def _load(self, path: str) -> None:
+        policy = load_checkpoint(self.p.policy_loader, path, self.spec)
+        policy.eval()
+        if self.p.device != "cpu":
+            policy.to(self.p.device)
+        self.policy, self.act = policy, make_act_fn(policy, self.p.device)
+        self.get_logger().info(f"loaded {path} (chunk {policy.chunk_size})")
+
+    def _start(self) -> tuple[bool, str]:
+        if self.act is None:
+            return False, "no checkpoint loaded"
+        if not self.task:
+            return False, "no task instruction (parameter 'task' or topic /task)"
+        with self._lock:
+            self.loop.start(self._now())
+        return True, "running"
+
+    # ---- callbacks ----------------------------------------------------------------------------------
+    def _now(self) -> float:
+        """Seconds on the stamps' clock (ROS time), so that observation ages come from their stamps."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, msg: Image) -> None:
+        now = self._now()
+        try:
+            image = to_spec_image(messages.msg_to_image(msg), self.spec.image_height, self.spec.image_width)
+        except ValueError as e:
+            self.get_logger().error(f"{topics.IMAGE}: {e}", throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            tick = self.loop.on_frame(image, messages.stamp_to_ns(msg.header.stamp), now, self.act, self.task)
+        self._emit(tick)
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            tick = self.loop.on_timer(self._now(), self.act, self.task)
+        self._emit(tick)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self._pose = msg
+        self._update_state()
+
+    def _on_joints(self, msg: JointState) -> None:
+        self._joints = msg
+        self._update_state()
+
+    def _update_state(self) -> None:
+        if self._pose is None or self._joints is None:
+            return
+        try:
+            state = messages.state_vector(self._pose, self._joints)
+        except ValueError as e:
+            self.get_logger().error(f"robot state: {e}", throttle_duration_sec=1.0)
+            return
+        stamp = min(messages.stamp_to_ns(self._pose.header.stamp), messages.stamp_to_ns(self._joints.header.stamp))
+        with self._lock:
+            self.loop.on_state(state, stamp * 1e-9)
+
+    def _on_task(self, msg: String) -> None:
+        self.task = msg.data
+
+    def _emit(self, tick: Tick | None) -> None:
+        if tick is None:
+            return
+        if tick.kind == "fault":
+            self.get_logger().error(f"policy failed, stopping: {tick.error}")
+        self.action_pub.publish(messages.action_to_msg(tick.action, tick.stamp_ns))
+        self._publish_status()
+
+    def _on_start(self, request, response):
+        response.success, response.message = self._start()
+        self._publish_status()
+        return response
+
+    def _on_stop(self, request, response):
+        with self._lock:
+            self.loop.stop()
+        response.success, response.message = True, "stopped"
+        self._publish_status()
+        return response
+
+    def _on_reload(self, request, response):
+        path = self.get_parameter("checkpoint").value
+        try:
+            with self._lock:
+                self._load(path)
+                self.loop.stop()  # a new policy starts from a fresh chunk, on request
+            response.success, response.message = True, f"loaded {path}; call start"
+        except Exception as e:  # noqa: BLE001 - keep the running policy
+            response.success, response.message = False, f"reload of {path} refused: {e}"
+            self.get_logger().error(response.message)
+        self._publish_status()
+        return response
+
+    def _publish_status(self) -> None:
+        s = self.loop.stats
+        msg = messages.status_msg(state=self.loop.state, acts=s.acts, holds=s.holds, late=s.late,
+                                  inferences=s.inferences, faults=s.faults[-3:], loaded=self.act is not None)
+        if msg.data != self._last_status:
+            self._last_status = msg.data
+            self.status_pub.publish(msg)
+
+
+def main(args=None) -> None:
+    run(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    main()

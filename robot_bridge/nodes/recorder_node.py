@@ -1,0 +1,151 @@
+"""recorder node: appends episodes of (image, state, sent action, task) to a LeRobot dataset, each atomically.
+
+Subscribes  /camera/image_raw, /franka/ee_pose + /franka/joint_states, /franka/applied_action, /task
+Publishes   /recorder/status (JSON)
+Services    /recorder/start (begin an episode), /recorder/stop (save it), /recorder/discard (drop it)   std_srvs/Trigger
+Frames are paired by `frame_sync.FrameSync`; saving goes through `cotrain.data.DatasetWriter` (commit per episode),
+so a kill at any moment leaves the dataset with exactly the episodes saved before it, readable by Stage II.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from cotrain.data import DatasetWriter, Provenance
+from robot_bridge import messages, topics
+from robot_bridge.frame_sync import FrameSync
+from robot_bridge.image import to_spec_image
+from robot_bridge.nodes import run
+from robot_bridge.params import RecorderParams, declare
+
+NODE_NAME = "recorder"
+
+
+class RecorderNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = declare(self, RecorderParams)
+        self.spec = self.p.feature_spec()
+        self.provenance = Provenance(self.p.domain, self.p.source, None)  # validates domain/source now
+        self.task = self.p.task
+        self.sync = FrameSync(int(self.p.max_sync_skew_ms * 1e6))
+        self.writer = DatasetWriter(Path(self.p.dataset_root), self.spec, commit_every=1, use_video=self.p.use_video)
+        self.recording = False
+        self.saved = 0
+        self._lock = threading.Lock()
+        self._pose: PoseStamped | None = None
+        self._joints: JointState | None = None
+        self._last_status = ""
+        self.status_pub = self.create_publisher(String, topics.RECORDER_STATUS, messages.STATUS_QOS)
+        self.create_subscription(Image, topics.IMAGE, self._on_image, 10)
+        self.create_subscription(PoseStamped, topics.EE_POSE, self._on_pose, 20)
+        self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 20)
+        self.create_subscription(JointState, topics.APPLIED_ACTION, self._on_action, 20)
+        self.create_subscription(String, topics.TASK, self._on_task, 10)
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/discard", self._on_discard)
+        self._publish_status()
+
+    # ---- observation buffers ------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        try:
+            image = to_spec_image(messages.msg_to_image(msg), self.spec.image_height, self.spec.image_width)
+        except ValueError as e:
+            self.get_logger().error(f"{topics.IMAGE}: {e}", throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            self.sync.add_image(messages.stamp_to_ns(msg.header.stamp), image)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self._pose = msg
+        self._update_state()
+
+    def _on_joints(self, msg: JointState) -> None:
+        self._joints = msg
+        self._update_state()
+
+    def _update_state(self) -> None:
+        if self._pose is None or self._joints is None or self._pose.header.stamp != self._joints.header.stamp:
+            return  # the franka node stamps both messages of one reading alike
+        try:
+            state = messages.state_vector(self._pose, self._joints)
+        except ValueError as e:
+            self.get_logger().error(f"robot state: {e}", throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            self.sync.add_state(messages.stamp_to_ns(self._pose.header.stamp), state)
+
+    def _on_task(self, msg: String) -> None:
+        self.task = msg.data
+
+    # ---- frames -------------------------------------------------------------------------------------
+    def _on_action(self, msg: JointState) -> None:
+        if not self.recording:
+            return
+        try:
+            action = messages.msg_to_action(msg)
+        except ValueError as e:
+            self.get_logger().error(f"{topics.APPLIED_ACTION}: {e}", throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            frame = self.sync.pair(messages.stamp_to_ns(msg.header.stamp), action)
+            if frame is not None:
+                self.writer.add_frame(frame.image, frame.state, frame.action, self.task)
+        self._publish_status()
+
+    # ---- services -----------------------------------------------------------------------------------
+    def _on_start(self, request, response):
+        with self._lock:
+            if not self.task:
+                response.success, response.message = False, "no task instruction (parameter 'task' or topic /task)"
+            else:
+                self.writer.discard_episode()
+                self.recording = True
+                response.success, response.message = True, "recording"
+        self._publish_status()
+        return response
+
+    def _on_stop(self, request, response):
+        with self._lock:
+            self.recording = False
+            n = self.writer.num_frames_buffered
+            if n == 0:
+                response.success, response.message = False, "no frames recorded; nothing saved"
+            else:
+                index = self.writer.save_episode(self.provenance)
+                self.saved += 1
+                response.success, response.message = True, f"saved episode {index} ({n} frames) to {self.writer.root}"
+        self.get_logger().info(response.message)
+        self._publish_status()
+        return response
+
+    def _on_discard(self, request, response):
+        with self._lock:
+            self.recording = False
+            self.writer.discard_episode()
+        response.success, response.message = True, "discarded"
+        self._publish_status()
+        return response
+
+    def _publish_status(self) -> None:
+        msg = messages.status_msg(state="recording" if self.recording else "idle", frames=self.writer.num_frames_buffered,
+                                  saved=self.saved, skipped=self.sync.skipped, dataset=str(self.writer.root))
+        if msg.data != self._last_status:
+            self._last_status = msg.data
+            self.status_pub.publish(msg)
+
+
+def main(args=None) -> None:
+    run(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    main()

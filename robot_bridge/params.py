@@ -1,0 +1,224 @@
+"""Typed parameters of every bridge node, and the strict loader of `configs/robot/*.yaml`.
+
+Each node's parameters are one dataclass: the node declares exactly these ROS parameters with these typed defaults
+(`declare`), and a robot config is a ROS 2 parameter file whose sections are checked against the same dataclasses
+(`load_robot_config`): an unknown node, an unknown key or a wrong type is one error line naming the file and key.
+The `/**` section holds values shared by every node that declares them (the feature spec: image size, fps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cotrain.data.spec import FeatureSpec
+
+
+@dataclass
+class SpecParams:
+    """The robot config's feature spec (state 8 and action 7 are fixed by the bridge)."""
+
+    image_height: int = 128
+    """Image height the camera publishes and the policy sees, px."""
+    image_width: int = 128
+    """Image width, px."""
+    fps: int = 10
+    """Control rate, Hz: one action per tick; also the recorded dataset's frame rate."""
+
+    def feature_spec(self) -> FeatureSpec:
+        return FeatureSpec(image_height=self.image_height, image_width=self.image_width, fps=self.fps)
+
+
+@dataclass
+class PolicyParams(SpecParams):
+    checkpoint: str = ""
+    """Checkpoint directory; empty = no policy loaded (start is refused)."""
+    policy_loader: str = "cotrain.policies.checkpoint:load_policy"
+    """`module:function` with signature (path, expected_spec) -> Policy; tests point it at robot_bridge.testing."""
+    task: str = ""
+    """Language instruction fed to the policy (a message on /task replaces it)."""
+    n_action_steps: int = 0
+    """Actions executed from each predicted chunk before re-querying; 0 = the policy's whole chunk (as cotrain.eval)."""
+    stale_obs_ms: float = 200.0
+    """Watchdog: a tick whose latest image or state is older than this holds the arm instead of acting."""
+    tick_tolerance_ms: float = 10.0
+    """A frame up to this early still triggers the tick; a tick this late without a frame is taken by the timer."""
+    device: str = "cpu"
+    """Torch device for inference."""
+    torch_threads: int = 1
+    """Torch CPU threads for inference (0 = torch's default). On a 2-core machine 1 thread ran the small VLA in
+    16 ms, 2 threads (competing with the other nodes) in 266 ms."""
+    autostart: bool = False
+    """Start acting as soon as the node is up (otherwise call /policy/start)."""
+
+
+@dataclass
+class FrankaParams:
+    backend: str = "franky"
+    """'franky' (a Franka, or franky-sim) or 'twin' (the ManiSkill real-proxy env)."""
+    robot_ip: str = "127.0.0.2"
+    """FCI address of the arm (franky backend)."""
+    realtime: bool = False
+    """Enforce libfranka's realtime scheduling (true on the real robot's RT kernel; false for franky-sim)."""
+    state_rate_hz: float = 50.0
+    """Rate of /franka/joint_states and /franka/ee_pose, and of the command-timeout check."""
+    command_timeout_ms: float = 300.0
+    """No command for this long while active -> hold the current pose."""
+    translational_stiffness: float = 1500.0
+    """Cartesian impedance tracker stiffness, N/m (measured on franky-sim: 1500 tracks ≈ 4.6 mm, 3000 is unstable)."""
+    rotational_stiffness: float = 150.0
+    """Cartesian impedance tracker rotational stiffness, Nm/rad."""
+    gripper_open_width: float = 0.08
+    """Width commanded for gripper >= 0, m."""
+    gripper_speed: float = 0.1
+    """Gripper speed, m/s."""
+    gripper_force: float = 20.0
+    """Grasp force for gripper < 0, N."""
+    workspace_min: list[float] = field(default_factory=lambda: [0.25, -0.35, 0.02])
+    """Safety box lower corner (x, y, z), m, robot base frame."""
+    workspace_max: list[float] = field(default_factory=lambda: [0.75, 0.35, 0.60])
+    """Safety box upper corner, m."""
+    max_translation: float = 0.02
+    """Largest ‖Δxyz‖ per command, m."""
+    max_rotation: float = 0.10
+    """Largest ‖Δrpy‖ per command, rad."""
+    max_lead: float = 0.03
+    """Largest distance the commanded target may lead the measured end-effector position, m (franky backend)."""
+    autostart: bool = False
+    """Configure and activate at start-up (otherwise drive the lifecycle through /franka/change_state)."""
+    twin_env: str = ""
+    """Twin backend: registered env id of the task (cotrain.envs)."""
+    twin_seed: int = 0
+    """Twin backend: seed of the first episode."""
+
+
+@dataclass
+class CameraParams(SpecParams):
+    device: str = "0"
+    """OpenCV capture source: a device index ('0') or a file/URL."""
+    rate_hz: float = 30.0
+    """Publishing rate, Hz."""
+    frame_id: str = "camera"
+    """header.frame_id of the published images."""
+
+
+@dataclass
+class TeleopParams(SpecParams):
+    input: str = "keyboard"
+    """'keyboard' (this terminal), 'spacemouse' (needs the pyspacemouse package and a device) or 'none'."""
+    linear_speed: float = 0.05
+    """End-effector speed at full deflection, m/s."""
+    angular_speed: float = 0.3
+    """End-effector angular speed at full deflection, rad/s."""
+
+
+@dataclass
+class RecorderParams(SpecParams):
+    dataset_root: str = "datasets/real/default"
+    """LeRobot dataset the episodes are appended to."""
+    task: str = ""
+    """Instruction stored with each frame (a message on /task replaces it)."""
+    domain: str = "real"
+    """Provenance domain: 'real' (a physical arm) or 'real_proxy' (the twin backend)."""
+    source: str = "teleop"
+    """Provenance source: 'teleop', 'policy' or 'intervention'."""
+    max_sync_skew_ms: float = 100.0
+    """An action is paired with the newest image and state at most this much older than the action's stamp."""
+    use_video: bool = True
+    """Store images as video (LeRobot's default) or as PNG frames."""
+
+
+NODE_PARAMS: dict[str, type] = {
+    "policy": PolicyParams,
+    "franka": FrankaParams,
+    "camera": CameraParams,
+    "teleop": TeleopParams,
+    "recorder": RecorderParams,
+}
+SHARED = "/**"
+
+
+def _coerce(where: str, value: Any, default: Any) -> Any:
+    """Value checked against the type of the field's default (ints accepted for floats)."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, list):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return [float(v) for v in value]
+    raise ValueError(f"{where}: expected {type(default).__name__}, got {value!r}")
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    return dataclasses.asdict(cls())
+
+
+def resolve(sections: dict[str, dict[str, Any]], where: str) -> dict[str, dict[str, Any]]:
+    """Per-node parameter dicts (all fields, typed) from {node or '/**': {key: value}} sections."""
+    unknown_nodes = set(sections) - set(NODE_PARAMS) - {SHARED}
+    if unknown_nodes:
+        raise ValueError(f"{where}: unknown node section(s) {sorted(unknown_nodes)}; known: {sorted(NODE_PARAMS)} and '/**'")
+    shared = sections.get(SHARED, {})
+    spec_keys = [f.name for f in dataclasses.fields(SpecParams)]
+    bad = set(shared) - set(spec_keys)
+    if bad:
+        raise ValueError(f"{where}: '/**' may only hold the spec keys {spec_keys}, got {sorted(bad)}")
+    out: dict[str, dict[str, Any]] = {}
+    for node, cls in NODE_PARAMS.items():
+        values = defaults(cls)
+        layered = {k: v for k, v in shared.items() if k in values} | sections.get(node, {})
+        for key, value in layered.items():
+            if key not in values:
+                raise ValueError(f"{where}: {node}.{key} is not a parameter of the {node} node; known: {sorted(values)}")
+            values[key] = _coerce(f"{where}: {node}.{key}", value, values[key])
+        out[node] = values
+    return out
+
+
+def read_param_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """{node: {key: value}} from a ROS 2 parameter file (`node: ros__parameters: {...}`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"robot config {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of node names to 'ros__parameters'")
+    sections = {}
+    for node, body in raw.items():
+        name = node if node == SHARED else str(node).lstrip("/")
+        if not isinstance(body, dict) or set(body) != {"ros__parameters"} or not isinstance(body["ros__parameters"], dict):
+            raise ValueError(f"{path}: section {node!r} must hold exactly one mapping 'ros__parameters'")
+        sections[name] = body["ros__parameters"]
+    return sections
+
+
+def load_robot_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Resolved parameters of every node: defaults <- file (`/**` then the node's section) <- overrides."""
+    sections = read_param_file(path)
+    for node, values in (overrides or {}).items():
+        sections[node] = sections.get(node, {}) | values
+    return resolve(sections, str(path))
+
+
+def declare(node, cls: type):
+    """Declare `cls`'s fields as ROS parameters of `node` (typed defaults) and return their current values."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        default = getattr(cls(), f.name)
+        values[f.name] = node.declare_parameter(f.name, default).value
+        if isinstance(default, list):
+            values[f.name] = [float(v) for v in values[f.name]]
+    return cls(**values)

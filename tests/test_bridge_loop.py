@@ -1,0 +1,190 @@
+"""robot_bridge.policy_loop, arm_guard and teleop_keys without ROS: hand-worked times and numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_bridge.arm_guard import ArmGuard
+from robot_bridge.backends.base import ArmBackend, ArmReading
+from robot_bridge.policy_loop import LoopTiming, PolicyLoop
+from robot_bridge.safety import SafetyLimits
+from robot_bridge.teleop_keys import KeyTeleop
+
+T = LoopTiming(period=0.1, tolerance=0.01, stale=0.2)
+IMG = np.zeros((4, 4, 3), np.uint8)
+STATE = np.zeros(8, np.float32)
+
+
+class ChunkPolicy:
+    """Chunk k is [[k, 0, ...], [k + 0.1, ...], ...]: which chunk and step an action came from is visible."""
+
+    def __init__(self, h=3):
+        self.calls, self.h = 0, h
+
+    def __call__(self, image, state, task):
+        self.calls += 1
+        chunk = np.zeros((self.h, 7))
+        chunk[:, 0] = self.calls + 0.1 * np.arange(self.h)
+        chunk[:, 6] = -1.0
+        return chunk
+
+
+def running(n_action_steps=0):
+    loop = PolicyLoop(T, n_action_steps)
+    loop.on_state(STATE, 0.0)
+    loop.start(0.0)
+    return loop
+
+
+def test_frames_take_ticks_on_the_grid_and_chunks_are_consumed_in_order():
+    loop, pol = running(), ChunkPolicy()
+    # 30 Hz frames, 10 Hz ticks: frames at 0, 33, 67 ms -> only the first acts; the frame at 99.5 ms is within the
+    # 10 ms tolerance of the 100 ms tick and acts; 133 ms does not.
+    acted = []
+    for t in (0.0, 0.0333, 0.0667, 0.0995, 0.1333, 0.1667, 0.2):
+        loop.on_state(STATE, t)
+        tick = loop.on_frame(IMG, int(t * 1e9), t, pol, "task")
+        acted.append(None if tick is None else tick.action[0])
+    assert acted == [1.0, None, None, 1.1, None, None, 1.2]
+    assert pol.calls == 1  # one chunk of 3 covers three ticks
+    tick = loop.on_frame(IMG, 300_000_000, 0.3, pol, "task")
+    assert tick.action[0] == 2.0 and pol.calls == 2 and tick.stamp_ns == 300_000_000
+
+
+def test_n_action_steps_requeries_early():
+    loop, pol = running(n_action_steps=2), ChunkPolicy()
+    xs = []
+    for k in range(4):
+        t = 0.1 * k
+        loop.on_state(STATE, t)
+        xs.append(loop.on_frame(IMG, int(t * 1e9), t, pol, "task").action[0])
+    assert xs == [1.0, 1.1, 2.0, 2.1]
+
+
+def test_timer_takes_a_late_tick_with_a_fresh_frame_and_holds_on_stale():
+    loop, pol = running(), ChunkPolicy()
+    loop.on_frame(IMG, 0, 0.0, pol, "task")  # tick at 0, next due 0.1
+    assert loop.on_timer(0.105, pol, "task") is None  # within tolerance: wait for a frame
+    tick = loop.on_timer(0.111, pol, "task")  # frame 111 ms old, state 111 ms old: fresh -> late act
+    assert tick.kind == "act" and tick.late and tick.action[0] == 1.1
+    tick = loop.on_timer(0.25, pol, "task")  # due 0.2; frame now 250 ms old > 200 ms stale -> hold
+    assert tick.kind == "hold" and np.all(tick.action[:6] == 0) and tick.action[6] == -1.0  # gripper kept
+    assert loop.stats.holds == 1 and loop.stats.late == 1
+
+
+def test_freshness_comes_from_the_stamp_not_the_arrival():
+    loop, pol = running(), ChunkPolicy()
+    # a frame captured at 0.0 but delivered at 0.25 (it sat in a queue) is 250 ms old: the tick holds
+    loop.on_state(STATE, 0.25)
+    tick = loop.on_frame(IMG, 0, 0.25, pol, "task")
+    assert tick.kind == "hold" and pol.calls == 0
+
+
+def test_policy_failure_faults_once_then_silence():
+    def boom(*_):
+        raise RuntimeError("bad weights")
+
+    loop = running()
+    tick = loop.on_frame(IMG, 0, 0.0, boom, "task")
+    assert tick.kind == "fault" and "bad weights" in tick.error and np.all(tick.action[:6] == 0)
+    assert loop.state == "faulted"
+    assert loop.on_frame(IMG, 100_000_000, 0.1, boom, "task") is None and loop.on_timer(0.5, boom, "task") is None
+    loop.on_state(STATE, 0.6)
+    loop.start(0.6)  # restart clears the fault
+    assert loop.on_frame(IMG, 600_000_000, 0.6, ChunkPolicy(), "task").kind == "act"
+
+
+def test_wrong_chunk_shape_is_a_fault():
+    loop = running()
+    tick = loop.on_frame(IMG, 0, 0.0, lambda *_: np.zeros((4, 6)), "task")
+    assert tick.kind == "fault" and "shape (4, 6)" in tick.error
+
+
+class FakeArm(ArmBackend):
+    def __init__(self):
+        self.calls, self.xyz, self.controlled, self.fail_apply = [], np.array([0.5, 0.0, 0.3]), False, False
+
+    def connect(self):
+        self.calls.append("connect")
+
+    def read(self):
+        return ArmReading(self.xyz.copy(), np.array([1.0, 0, 0, 0]), np.zeros(7), np.zeros(2))
+
+    def reference_xyz(self):
+        return self.xyz.copy()
+
+    def start(self):
+        self.calls.append("start")
+        self.controlled = True
+
+    def apply(self, action):
+        if self.fail_apply:
+            raise ConnectionError("reflex")
+        self.calls.append(("apply", np.round(action, 6).tolist()))
+
+    def hold(self):
+        self.calls.append("hold")
+
+    def stop(self):
+        self.calls.append("stop")
+        self.controlled = False
+
+    def close(self):
+        self.calls.append("close")
+
+    @property
+    def in_control(self):
+        return self.controlled
+
+
+LIM = SafetyLimits(workspace_min=(0.3, -0.2, 0.05), workspace_max=(0.7, 0.2, 0.5), max_translation=0.01, max_rotation=0.1)
+
+
+def test_guard_ignores_before_activate_filters_after_and_times_out_to_hold():
+    arm = FakeArm()
+    g = ArmGuard(arm, LIM, command_timeout=0.3)
+    assert g.on_action(np.zeros(7), 0.0) is None and g.stats.ignored == 1 and arm.calls == []
+    assert g.activate(1.0)
+    cmd = g.on_action([0.03, 0.04, 0, 0, 0, 0, 1.0], 1.1)
+    assert arm.calls[-1] == ("apply", [0.006, 0.008, 0.0, 0.0, 0.0, 0.0, 1.0]) and cmd.reasons == ("translation_scaled",)
+    g.on_timer(1.3)  # 0.2 s since the last command: still active
+    assert g.state == "active"
+    g.on_timer(1.45)  # 0.35 s > 0.3 s timeout
+    assert g.state == "holding" and arm.calls[-1] == "hold" and g.stats.timeouts == 1
+    g.on_action([np.nan] * 7, 1.5)  # a rejected action is a hold with the last gripper
+    assert arm.calls[-1] == ("apply", [0.0] * 6 + [1.0]) and g.stats.rejected == 1
+
+
+def test_guard_estop_latches_and_backend_errors_fault_without_raising():
+    arm = FakeArm()
+    g = ArmGuard(arm, LIM, command_timeout=0.3)
+    g.activate(0.0)
+    g.estop()
+    assert g.state == "estopped" and arm.calls[-1] == "stop"
+    assert g.on_action(np.zeros(7), 0.1) is None and not g.activate(0.2)
+    assert g.reset() and g.activate(0.3)
+    arm.fail_apply = True
+    assert g.on_action(np.zeros(7), 0.4) is None  # no exception escapes
+    assert g.state == "fault" and "reflex" in g.stats.errors[-1] and arm.calls[-1] == "stop"
+    arm.fail_apply = False
+    arm.controlled = True
+    assert g.reset() and g.activate(0.5)
+    arm.controlled = False  # the arm left control on its own (a reflex)
+    assert g.on_timer(0.6) is None and g.state == "fault"
+
+
+def test_key_teleop_velocity_and_step():
+    k = KeyTeleop(linear_speed=0.05, angular_speed=0.3, key_hold_s=0.15)
+    assert k.on_key("w", 0.0) is None and k.on_key("j", 0.0) is None
+    np.testing.assert_allclose(k.velocity(0.1), [0.05, 0, 0, 0, 0, 0.3])
+    np.testing.assert_allclose(k.action(0.1, fps=10), [0.005, 0, 0, 0, 0, 0.03, 1.0])
+    np.testing.assert_allclose(k.velocity(0.2), np.zeros(6))  # 0.2 s after the last press: released
+    k.on_key(" ", 0.3)
+    assert k.gripper == -1.0 and k.on_key("2", 0.3) == "/recorder/stop"
+
+
+@pytest.mark.parametrize("n", [-1])
+def test_negative_n_action_steps_refused(n):
+    with pytest.raises(ValueError, match="n_action_steps=-1"):
+        PolicyLoop(T, n)
