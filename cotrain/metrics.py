@@ -38,6 +38,8 @@ class MetricsLogger:
         if resume and self.csv_path.exists():
             with open(self.csv_path) as f:
                 self.rows = [{k: _num(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+            for r in self.rows:
+                r["step"] = int(r["step"])
         self._run = None
         if wandb_cfg.mode != "disabled":
             import wandb

@@ -2,7 +2,8 @@
 
 The node list and parameters come from `graph.node_specs`, exactly what launch/*.launch.py start as separate
 processes. `episodes=N` runs N episodes of `episode_s` seconds (activate the arm, start recording and the policy,
-then stop all three; the twin backend resets its env on each activation); `episodes=0` runs until Ctrl-C.
+then stop all three; the twin backend resets its env on each activation, and its episode ends when the env says so,
+`episode_s` being a cap); `episodes=0` runs until Ctrl-C.
 `print_nodes=true` prints the resolved node list as JSON and exits (what the launch test compares).
 """
 
@@ -38,7 +39,7 @@ class DeployConfig:
     episodes: int = 0
     """Episodes to run and record, then exit; 0 = run until Ctrl-C."""
     episode_s: float = 10.0
-    """Length of one episode, s."""
+    """Length of one episode, s (twin backend: the longest wait for the env to end the episode)."""
     print_nodes: bool = False
     """Print the resolved node list as JSON and exit."""
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -61,24 +62,50 @@ def specs_for(cfg: DeployConfig):
     return node_specs(cfg.profile, cfg.robot_config, overrides)
 
 
-def run_episodes(nodes: dict, cfg: DeployConfig, call) -> None:
-    """Per episode: activate the arm, start recorder and policy, wait, stop policy, save, deactivate."""
-    franka = nodes["franka"]
+def _wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def run_episodes(nodes: dict, cfg: DeployConfig, call) -> list[dict]:
+    """Per episode: activate the arm, start recorder and policy, wait, stop policy, save, deactivate.
+
+    Twin backend: the nodes first take the episode's instruction (/task), the wait ends when the env ends the episode
+    and the recorder has every step; returns the twin's episodes (index, seed, instruction, steps, ret, done,
+    success), [] for a real arm."""
+    franka, results = nodes["franka"], []
     for ep in range(cfg.episodes):
         if franka.lifecycle_state == "inactive" and franka.trigger_activate().name != "SUCCESS":
             raise RuntimeError(f"episode {ep}: the arm did not activate")
+        twin = franka.episode
+        if twin is not None:
+            takers = [nodes[n] for n in ("policy", "recorder") if n in nodes]
+            if not _wait_until(lambda: all(n.task == twin["instruction"] for n in takers), 10.0):
+                raise RuntimeError(f"episode {ep}: /task {twin['instruction']!r} did not reach the policy/recorder")
         for srv in ("/recorder/start", "/policy/start") if "policy" in nodes else ("/recorder/start",):
             r = call(srv)
             if not r.success:
                 raise RuntimeError(f"episode {ep}: {srv} refused: {r.message}")
-        time.sleep(cfg.episode_s)
+        if twin is None:
+            time.sleep(cfg.episode_s)
+        else:
+            _wait_until(lambda: franka.episode["done"], cfg.episode_s)
         if "policy" in nodes:
             call("/policy/stop")
-        print(f"episode {ep}: {call('/recorder/stop').message}", flush=True)
+        if twin is not None:  # the last applied actions may still be on their way to the recorder
+            _wait_until(lambda: nodes["recorder"].writer.num_frames_buffered >= franka.episode["steps"], 5.0)
+            results.append(franka.episode)
+        print(f"episode {ep}: {call('/recorder/stop').message}" + (f"; twin {results[-1]}" if twin else ""), flush=True)
         franka.trigger_deactivate()
+    return results
 
 
-def deploy(cfg: DeployConfig) -> None:
+def deploy(cfg: DeployConfig) -> list[dict]:
+    """Run the graph; with `episodes` > 0 returns the twin's episodes (see `run_episodes`)."""
     import threading
 
     import rclpy
@@ -96,14 +123,14 @@ def deploy(cfg: DeployConfig) -> None:
             executor.add_node(nodes[spec.name])
         if cfg.episodes == 0:
             executor.spin()
-            return
+            return []
         thread = threading.Thread(target=executor.spin, daemon=True)
         thread.start()
         client = rclpy.create_node("deploy")
         executor.add_node(client)
-        run_episodes(nodes, cfg, lambda srv: _call(client, srv))
+        return run_episodes(nodes, cfg, lambda srv: _call(client, srv))
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        return []
     finally:
         executor.shutdown(timeout_sec=5.0)
         for node in nodes.values():  # the franka node stops and disconnects the arm when destroyed

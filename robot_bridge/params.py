@@ -54,6 +54,10 @@ class PolicyParams(SpecParams):
     16 ms, 2 threads (competing with the other nodes) in 266 ms."""
     autostart: bool = False
     """Start acting as soon as the node is up (otherwise call /policy/start)."""
+    pace: str = "clock"
+    """'clock': a tick every 1/fps (a frame takes a due tick, the timer a late one). 'frames' (the twin: the env is
+    the clock): every new frame takes exactly one tick, as soon as a state stamped no earlier than the frame has
+    arrived; the timer never ticks, and `start` ticks the latest frame if nothing answered it yet."""
 
 
 @dataclass
@@ -91,9 +95,9 @@ class FrankaParams:
     autostart: bool = False
     """Configure and activate at start-up (otherwise drive the lifecycle through /franka/change_state)."""
     twin_env: str = ""
-    """Twin backend: registered env id of the task (cotrain.envs)."""
+    """Twin backend: task config (a name in configs/task or a yaml path); the env is its real_proxy domain."""
     twin_seed: int = 0
-    """Twin backend: seed of the first episode."""
+    """Twin backend: seed of the first episode (episode k resets with twin_seed + k)."""
 
 
 @dataclass

@@ -8,27 +8,38 @@ PY=.venv/bin/python
 export HF_HUB_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-offline}
 rm -rf runs/demo datasets/demo
 
-echo "== 1/5 scripted demos: pick-and-place in sim and in the real-proxy"
+echo "== 1/6 scripted demos: pick-and-place in sim and in the real-proxy"
 $PY -m cotrain.demos task=pick_place domain=sim episodes=4 out=datasets/demo/sim/pick_place
 $PY -m cotrain.demos task=pick_place domain=real_proxy episodes=2 seed=500 out=datasets/demo/real_proxy/pick_place
 
-echo "== 2/5 Stage I: SFT on the α mixture (real-proxy fraction 0.25)"
+echo "== 2/6 Stage I: SFT on the α mixture (real-proxy fraction 0.25)"
 $PY -m cotrain.stage1 policy=vla_flow data.sim=[datasets/demo/sim/pick_place] \
     data.real=[datasets/demo/real_proxy/pick_place] data.alpha=0.25 data.batch_size=16 \
     steps=60 warmup_steps=10 log_every=10 save_every=60 out=runs/demo/stage1
 
-echo "== 3/5 eval of the Stage I checkpoint in sim and in the real-proxy"
+echo "== 3/6 eval of the Stage I checkpoint in sim and in the real-proxy"
 for d in sim real_proxy; do
   $PY -m cotrain.eval ckpt=runs/demo/stage1/ckpt/last task=pick_place domain=$d episodes=1 videos=1 \
       out=runs/demo/eval_stage1_$d
 done
 
-echo "== 4/5 Stage II: PPO in the twin + β·SFT anchor on the real-proxy demos"
+echo "== 4/6 Stage II: PPO in the twin + β·SFT anchor on the real-proxy demos"
 $PY -m cotrain.stage2 init=runs/demo/stage1/ckpt/last task=pick_place real=[datasets/demo/real_proxy/pick_place] \
     rl.beta=0.2 envs=2 iterations=2 rl.num_steps=3 rl.num_minibatches=2 rl.real_batch_size=8 \
     eval_every=2 eval_episodes=2 save_every=2 out=runs/demo/stage2
 
-echo "== 5/5 eval of the Stage II checkpoint"
+echo "== 5/6 eval of the Stage II checkpoint"
 $PY -m cotrain.eval ckpt=runs/demo/stage2/ckpt/iter_2 task=pick_place domain=real_proxy episodes=1 videos=1 \
     out=runs/demo/eval_stage2_real_proxy
+echo "== 6/6 robot_bridge: the Stage II checkpoint served through ROS 2 on the twin backend (the real-proxy env as"
+echo "       the arm and camera) for one episode, recorded into the real-proxy dataset"
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$(( (RANDOM % 100) + 100 ))
+$PY -m robot_bridge.deploy robot_config=twin checkpoint=runs/demo/stage2/ckpt/iter_2 \
+    dataset=datasets/demo/real_proxy/pick_place episodes=1 episode_s=600 \
+    +params.franka.twin_env=pick_place +params.franka.twin_seed=2000
+$PY - <<'PY'
+from cotrain.data import EpisodeStore, FeatureSpec
+s = EpisodeStore.load("datasets/demo/real_proxy/pick_place", FeatureSpec())
+print(f"real-proxy dataset now: {s.num_episodes} episodes; last one: {s.provenance[s.num_episodes - 1]}")
+PY
 echo "== demo done: see runs/demo (metrics.csv, *.png, eval_*/results.json, eval_*/videos)"

@@ -27,13 +27,18 @@ from robot_bridge.graph import ros_parameters  # noqa: E402
 from robot_bridge.safety import SafetyLimits, within_limits  # noqa: E402
 from robot_bridge.testing import RosHarness, franky_sim_process, isolated_ros_env, write_scripted_checkpoint  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
+# One rerun: every node shares this Python process with the harness and a MuJoCo server, and on 2 busy cores their
+# timers sometimes run late enough that the arm moves too slowly for a wait; a real fault fails both runs.
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(120), pytest.mark.flaky(reruns=1)]
 
 # a box around franky-sim's home pose (0.554, 0, 0.521)
 LIMITS = SafetyLimits(workspace_min=(0.35, -0.2, 0.2), workspace_max=(0.65, 0.2, 0.6), max_translation=0.01, max_rotation=0.05)
 SPEC = FeatureSpec()
 STEP_X = [0.005, 0, 0, 0, 0, 0, 1.0]
 STILL_MM = 2.0  # an arm "at rest": moves less than this over the observation window
+WAIT_S = 20.0
+"""Upper bound for each awaited event. Generous: all nodes share one Python process with the harness, and on a loaded
+2-core CI machine their timers run late; the assertions are about what happens, timing targets live in benchmarks/."""
 
 
 @pytest.fixture
@@ -103,12 +108,12 @@ def assert_at_rest(h: RosHarness, window: float = 0.4, settle: float = 0.5) -> N
     time.sleep(settle)  # a hold stops the arm where it was measured: it overshoots by a few mm, then stays
     t0 = time.monotonic()
     time.sleep(window)
-    h.wait_for(lambda: sum(t >= t0 for t, _ in h.poses) >= 5, 5, "arm state")  # at least 5 samples, even when slow
+    h.wait_for(lambda: sum(t >= t0 for t, _ in h.poses) >= 5, WAIT_S, "arm state")  # at least 5 samples, even when slow
     d = h.displacement_since(t0)
     assert d * 1000 < STILL_MM, f"arm moved {d * 1000:.1f} mm in {window} s while it should be held"
 
 
-def wait_moved_x(h: RosHarness, x0: np.ndarray, dx: float, timeout: float = 8.0) -> None:
+def wait_moved_x(h: RosHarness, x0: np.ndarray, dx: float, timeout: float = WAIT_S) -> None:
     h.wait_for(lambda: h.poses[-1][1][0] - x0[0] > dx, timeout, f"the arm to move {dx * 1000:.0f} mm in x")
 
 
@@ -123,10 +128,10 @@ def test_sends_nothing_before_activate_then_moves_on_command(world, sim_ip, tmp_
     franka = make_franka(h, sim_ip, activate=False)
     make_policy(h, ckpt)
     h.start_camera()
-    h.wait_for(lambda: len(h.poses) > 3, 5, "arm state")
+    h.wait_for(lambda: len(h.poses) > 3, WAIT_S, "arm state")
     start_policy(h)
     t0 = time.monotonic()
-    h.wait_for(lambda: h.status.get("franka", {}).get("ignored", 0) >= 3, 5, "ignored commands")
+    h.wait_for(lambda: h.status.get("franka", {}).get("ignored", 0) >= 3, WAIT_S, "ignored commands")
     assert not h.applied and h.displacement_since(t0) < 0.001  # inactive: commands ignored, nothing moved
     x0 = h.poses[-1][1]
     assert franka.trigger_activate().name == "SUCCESS"
@@ -141,12 +146,12 @@ def test_frames_stop_holds(world, sim_ip, tmp_path):
     make_franka(h, sim_ip)
     make_policy(h, write_scripted_checkpoint(tmp_path / "p.json", SPEC, STEP_X))
     h.start_camera()
-    h.wait_for(lambda: len(h.poses) > 3, 5, "arm state")
+    h.wait_for(lambda: len(h.poses) > 3, WAIT_S, "arm state")
     start_policy(h)
-    h.wait_for(lambda: len(h.applied) >= 5, 5, "commands")
+    h.wait_for(lambda: len(h.applied) >= 5, WAIT_S, "commands")
     h.stop_camera()
     t_stop = time.monotonic()
-    h.wait_for(lambda: sum(t > t_stop + 1.0 for t, _ in h.applied) >= 3, 5, "commands after the frames stopped")
+    h.wait_for(lambda: sum(t > t_stop + 1.0 for t, _ in h.applied) >= 3, WAIT_S, "commands after the frames stopped")
     with h.lock:
         late = [a for t, a in h.applied if t > t_stop + 1.0]  # well past the 200 ms stale window (+ delivery delay)
     assert all(not np.any(a[:6]) for a in late), late  # only holds
@@ -160,13 +165,13 @@ def test_bad_actions_never_reach_the_arm(world, sim_ip, tmp_path, kind):
     make_franka(h, sim_ip)
     make_policy(h, write_scripted_checkpoint(tmp_path / "p.json", SPEC, STEP_X, fault={"kind": kind, "after_calls": 1}))
     h.start_camera()
-    h.wait_for(lambda: len(h.poses) > 3, 5, "arm state")
+    h.wait_for(lambda: len(h.poses) > 3, WAIT_S, "arm state")
     start_policy(h)
     key = "rejected" if kind == "nan" else "modified"
-    h.wait_for(lambda: h.status.get("franka", {}).get(key, 0) >= 6, 5, f"{key} commands")
+    h.wait_for(lambda: h.status.get("franka", {}).get(key, 0) >= 6, WAIT_S, f"{key} commands")
     time.sleep(0.5)
     h.call("/policy/stop")
-    h.wait_for(lambda: h.status.get("franka", {}).get("state") == "holding", 3, "command timeout -> holding")
+    h.wait_for(lambda: h.status.get("franka", {}).get("state") == "holding", WAIT_S, "command timeout -> holding")
     assert_at_rest(h)
     assert_all_sent_within_limits(h)
     with h.lock:
@@ -179,11 +184,11 @@ def test_policy_exception_stops_and_arm_holds(world, sim_ip, tmp_path):
     make_franka(h, sim_ip)
     make_policy(h, write_scripted_checkpoint(tmp_path / "p.json", SPEC, STEP_X, fault={"kind": "raise", "after_calls": 2}))
     h.start_camera()
-    h.wait_for(lambda: len(h.poses) > 3, 5, "arm state")
+    h.wait_for(lambda: len(h.poses) > 3, WAIT_S, "arm state")
     start_policy(h)
-    h.wait_for(lambda: h.status.get("policy", {}).get("state") == "faulted", 5, "policy fault")
+    h.wait_for(lambda: h.status.get("policy", {}).get("state") == "faulted", WAIT_S, "policy fault")
     assert "injected policy failure" in h.status["policy"]["faults"][-1]
-    h.wait_for(lambda: h.status.get("franka", {}).get("state") == "holding", 3, "command timeout -> holding")
+    h.wait_for(lambda: h.status.get("franka", {}).get("state") == "holding", WAIT_S, "command timeout -> holding")
     assert_at_rest(h)
     assert_all_sent_within_limits(h)
 
@@ -193,13 +198,13 @@ def test_estop_stops_and_ignores_commands_until_reset(world, sim_ip, tmp_path):
     make_franka(h, sim_ip)
     make_policy(h, write_scripted_checkpoint(tmp_path / "p.json", SPEC, STEP_X))
     h.start_camera()
-    h.wait_for(lambda: len(h.poses) > 3, 5, "arm state")
+    h.wait_for(lambda: len(h.poses) > 3, WAIT_S, "arm state")
     start_policy(h)
-    h.wait_for(lambda: len(h.applied) >= 5, 5, "commands")
+    h.wait_for(lambda: len(h.applied) >= 5, WAIT_S, "commands")
     assert h.call("/franka/estop").success
-    h.wait_for(lambda: h.status.get("franka", {}).get("state") == "estopped", 3, "estopped")
+    h.wait_for(lambda: h.status.get("franka", {}).get("state") == "estopped", WAIT_S, "estopped")
     n_applied = len(h.applied)
-    h.wait_for(lambda: h.status["franka"]["ignored"] >= 3, 3, "commands ignored after e-stop")
+    h.wait_for(lambda: h.status["franka"]["ignored"] >= 3, WAIT_S, "commands ignored after e-stop")
     assert len(h.applied) == n_applied
     assert_at_rest(h)
     r = h.call("/franka/reset")  # re-arms: the lifecycle is still active, so the tracker restarts at the pose
@@ -225,7 +230,7 @@ def test_policy_node_killed_arm_holds(world, sim_ip, tmp_path, ros_env):
             raise AssertionError(f"{h.probe.get_node_names()} {os.environ['ROS_DOMAIN_ID']} {ros_env['ROS_DOMAIN_ID']}" + proc.communicate()[0].decode()[-3000:]) from None
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
-        h.wait_for(lambda: h.status.get("franka", {}).get("state") == "holding", 3, "command timeout -> holding")
+        h.wait_for(lambda: h.status.get("franka", {}).get("state") == "holding", WAIT_S, "command timeout -> holding")
         assert_at_rest(h)
         assert_all_sent_within_limits(h)
     finally:

@@ -129,6 +129,21 @@ def test_normalizer_hand_values():
         Normalizer({ACTION_KEY: stats[ACTION_KEY]}, spec)
 
 
+def test_min_max_state_normalization_hand_values():
+    spec = FeatureSpec(state_dim=2, action_dim=1)
+    stats = {STATE_KEY: {"mean": [3.14, 0.0], "std": [0.005, 1.0], "min": [3.10, 2.0], "max": [3.18, 2.0]},
+             ACTION_KEY: {"mean": [0.0], "std": [1.0], "min": [-1.0], "max": [1.0]}}
+    # mean/std: a 0.01 rad wiggle of a near-constant roll is 2 units; min/max: 0.25 (centre 3.14, half range 0.04)
+    std_norm = Normalizer(stats, spec).normalize_state(torch.tensor([3.15, 2.0]))
+    assert torch.allclose(std_norm, torch.tensor([2.0, 2.0]), atol=1e-3)
+    mm = Normalizer(stats, spec, "min_max").normalize_state(torch.tensor([[3.15, 2.0], [3.10, 2.0]]))
+    assert torch.allclose(mm, torch.tensor([[0.25, 0.0], [-1.0, 0.0]]), atol=1e-4)  # constant dim 1 -> 0
+    policy = make_policy(SmallVLAConfig(state_norm="min_max"), FeatureSpec(), stats_of(synthetic_batch(n=2)))
+    assert policy.normalizer.state_mode == "min_max"
+    with pytest.raises(ValueError, match=r"policy.state_norm: 'minmax' is not one of"):
+        policy_config_from_dict({"type": "small_vla", "state_norm": "minmax"})
+
+
 def test_token_bins_hand_values():
     a = torch.tensor([-1.0, -0.5, -0.01, 0.0, 0.99, 1.0, 1.5])
     assert discretize(a, 4).tolist() == [0, 1, 1, 2, 3, 3, 3]

@@ -87,6 +87,13 @@ class SmallVLAConfig:
     """Hidden width of the value MLP."""
     clip_actions: bool = True
     """Clip the normalised action to [-1, 1] (the demonstrations' min..max) before mapping to env units."""
+    state_norm: Literal["mean_std", "min_max"] = "mean_std"
+    """How the proprio state is normalised: (s − mean)/std, or min/max to [−1, 1] (less amplification of
+    near-constant dimensions such as the top-down TCP's roll/pitch; see `cotrain.policies.normalize`)."""
+    image_shift: int = 0
+    """Training-time augmentation: `sft_loss` in training mode shifts each image by a random (dy, dx) in
+    [−image_shift, image_shift]² pixels, borders replicated (DrQ random shift; `cotrain.policies.augment`). 0 = off.
+    `sample` / `evaluate` never augment."""
     head: FlowHeadConfig | TokenHeadConfig = field(default_factory=FlowHeadConfig)
     """The action head; its config class selects its module."""
 
@@ -101,3 +108,4 @@ class SmallVLAConfig:
                 f"SmallVLAConfig.image_patch and text_patch must be >= 1, got {self.image_patch}, {self.text_patch}")
         require(self.max_text_tokens >= 2, f"SmallVLAConfig.max_text_tokens must be >= 2, got {self.max_text_tokens}")
         require(self.mlp_ratio >= 1 and self.value_hidden >= 1, "SmallVLAConfig.mlp_ratio and value_hidden must be >= 1")
+        require(self.image_shift >= 0, f"SmallVLAConfig.image_shift must be >= 0, got {self.image_shift}")

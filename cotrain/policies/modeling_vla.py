@@ -15,6 +15,7 @@ from torch import nn
 from cotrain.data.spec import FeatureSpec
 from cotrain.policies import flow_head, token_head  # noqa: F401  (registers the heads)
 from cotrain.policies.action_head import Context, HeadShape, make_head
+from cotrain.policies.augment import random_shift
 from cotrain.policies.base import Aux, Obs, Policy
 from cotrain.policies.blocks import Block, ImageEncoder, TextEncoder
 from cotrain.policies.configuration_vla import SmallVLAConfig
@@ -28,7 +29,7 @@ class SmallVLAPolicy(Policy):
         super().__init__()
         self.config, self.spec, self.chunk_size = config, spec, config.chunk_size
         d = config.d_model
-        self.normalizer = Normalizer(stats, spec)
+        self.normalizer = Normalizer(stats, spec, config.state_norm)
         if spec.image_height % config.image_patch or spec.image_width % config.image_patch:
             raise ValueError(f"SmallVLAConfig.image_patch={config.image_patch} must divide the feature spec's image size "
                              f"{spec.image_height}x{spec.image_width}")
@@ -52,8 +53,11 @@ class SmallVLAPolicy(Policy):
     def norm_stats(self) -> Stats:
         return self.normalizer.stats_dict()
 
-    def encode(self, obs: Obs) -> Context:
+    def encode(self, obs: Obs, augment: bool = False) -> Context:
+        """Trunk context of a raw observation; `augment` (training only) randomly shifts the images first."""
         image, state, tasks = obs_tensors(obs, self.spec, self.device)
+        if augment:
+            image = random_shift(image, self.config.image_shift)
         img = self.image_encoder(image) + self.image_pos
         ids, _ = encode_tasks(tasks, self.config.max_text_tokens, self.device)
         txt, text_pad = self.text_encoder(ids)
@@ -87,4 +91,5 @@ class SmallVLAPolicy(Policy):
 
     def sft_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         actions, is_pad = action_targets(batch, self.spec, self.chunk_size, self.device)
-        return self.head.sft_loss(self.encode(batch), self.normalizer.normalize_action(actions), is_pad)
+        ctx = self.encode(batch, augment=self.training)  # augmentation only while training (like dropout)
+        return self.head.sft_loss(ctx, self.normalizer.normalize_action(actions), is_pad)

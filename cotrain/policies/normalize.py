@@ -1,4 +1,9 @@
-"""Normalisation the policy owns: state by mean/std, actions by min/max to [-1, 1].
+"""Normalisation the policy owns: state by mean/std (or, `state_mode="min_max"`, by min/max to [-1, 1] like the
+actions), actions by min/max to [-1, 1].
+
+Why min/max for the state can matter: a nearly constant dimension (the TCP's roll/pitch in top-down demos, std
+≈ 0.005 rad, set by the reset's joint noise) gets a tiny std, so mean/std blows its noise up to ±10 units; the
+network can then fingerprint each demo by it. Min/max maps its whole range to [-1, 1] instead.
 
 Stats arrive in the data layer's format, per-dimension tensors:
     {"observation.state": {"mean", "std", "min", "max"}, "action": {"mean", "std", "min", "max"}}
@@ -7,7 +12,7 @@ They are kept as buffers, so they travel with the weights and `stats_dict()` giv
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -46,10 +51,14 @@ def check_stats(stats: Any, spec: FeatureSpec) -> Stats:
 
 
 class Normalizer(nn.Module):
-    """state -> (state - mean) / std;  action <-> (action - center) / half_range with center, half_range from min/max."""
+    """state -> (state - mean) / std (or min/max like the action);  action <-> (action - center) / half_range with
+    center, half_range from min/max."""
 
-    def __init__(self, stats: Any, spec: FeatureSpec) -> None:
+    def __init__(self, stats: Any, spec: FeatureSpec, state_mode: Literal["mean_std", "min_max"] = "mean_std") -> None:
         super().__init__()
+        if state_mode not in ("mean_std", "min_max"):
+            raise ValueError(f"Normalizer: state_mode must be 'mean_std' or 'min_max', got {state_mode!r}")
+        self.state_mode = state_mode
         checked = check_stats(stats, spec)
         for key, prefix in ((STATE_KEY, "state"), (ACTION_KEY, "action")):
             for name in STAT_NAMES:
@@ -62,12 +71,13 @@ class Normalizer(nn.Module):
         }
 
     def normalize_state(self, state: torch.Tensor) -> torch.Tensor:
+        if self.state_mode == "min_max":
+            center, half_range = _center_half_range(self.state_min, self.state_max)
+            return (state - center) / half_range
         return (state - self.state_mean) / self.state_std.clamp_min(STD_EPS)
 
     def _center_half_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        center = (self.action_max + self.action_min) / 2
-        half_range = (self.action_max - self.action_min) / 2
-        return center, torch.where(half_range < STD_EPS, torch.ones_like(half_range), half_range)
+        return _center_half_range(self.action_min, self.action_max)
 
     def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
         """a_n = (a - (max + min)/2) / ((max - min)/2): [min, max] -> [-1, 1]."""
@@ -77,3 +87,9 @@ class Normalizer(nn.Module):
     def unnormalize_action(self, action_n: torch.Tensor) -> torch.Tensor:
         center, half_range = self._center_half_range()
         return action_n * half_range + center
+
+
+def _center_half_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """((max + min)/2, (max − min)/2), a zero half range replaced by 1 (a constant dimension maps to 0)."""
+    center, half_range = (hi + lo) / 2, (hi - lo) / 2
+    return center, torch.where(half_range < STD_EPS, torch.ones_like(half_range), half_range)

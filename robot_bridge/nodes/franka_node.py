@@ -5,7 +5,11 @@ Publishes   /franka/joint_states, /franka/ee_pose       at state_rate_hz (from c
             /franka/applied_action                       every command actually sent (after the safety filter)
             /franka/status                               JSON: guard state and counters, on every change
 Services    /franka/estop, /franka/reset (std_srvs/Trigger); lifecycle: /franka/change_state, /franka/get_state
-A twin backend also publishes its camera on /camera/image_raw (it is the camera of the simulated world).
+A twin backend is also the camera of its simulated world: each new frame (episode start, every env step) is published
+on /camera/image_raw with the reading it was taken with on /franka/ee_pose + /franka/joint_states (one stamp, the
+state first) and the env's instruction on /task (latched); until a command answers it, the state timer publishes the
+same frame again with its own stamp (nodes started later, or a policy started later, still get it; the env waits, so
+it is still current), and otherwise nothing (a reading stamped later than a newer frame would be a stale state). /franka/status carries the twin's episode (steps, done, success).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 
 import rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -46,6 +50,12 @@ class FrankaNode(LifecycleNode):
         self.pose_pub = self.create_publisher(messages.PoseStamped, topics.EE_POSE, 10)
         self.applied_pub = self.create_publisher(JointState, topics.APPLIED_ACTION, 10)
         self.status_pub = self.create_publisher(String, topics.FRANKA_STATUS, messages.STATUS_QOS)
+        self._frame_seq = 0  # twin: the last frame published (0 = none)
+        self._frame_stamp = 0
+        self._frame_answered = True
+        if self.p.backend == "twin":
+            self.image_pub = self.create_publisher(Image, topics.IMAGE, 2)
+            self.task_pub = self.create_publisher(String, topics.TASK, messages.STATUS_QOS)
         self.create_subscription(JointState, topics.ACTION, self._on_action, 10)
         self.create_service(Trigger, "~/estop", self._on_estop)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -63,11 +73,14 @@ class FrankaNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.guard = ArmGuard(backend, limits_from(self.p), self.p.command_timeout_ms / 1000.0)
         self._timer = self.create_timer(1.0 / self.p.state_rate_hz, self._on_timer)
+        if self._twin is not None:
+            self._publish_reading(self._twin.read(), self.get_clock().now().nanoseconds)
         self._publish_status()
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         ok = self.guard.activate(time.monotonic())
+        self._publish_frame()
         self._publish_status()
         if not ok:
             self.get_logger().error(f"activate refused in state {self.guard.state}: {self.guard.stats.errors[-1:]}")
@@ -105,6 +118,18 @@ class FrankaNode(LifecycleNode):
     def lifecycle_state(self) -> str:
         return self._state_machine.current_state[1]
 
+    @property
+    def _twin(self):
+        """The backend if it is the camera of its world (twin), else None."""
+        backend = self.guard.backend if self.guard is not None else None
+        return backend if hasattr(backend, "frame") else None
+
+    @property
+    def episode(self) -> dict | None:
+        """Twin: the current episode (index, seed, instruction, steps, ret, done, success); None otherwise."""
+        twin = self._twin
+        return twin.episode.to_dict() if twin is not None and twin.episode is not None else None
+
     # ---- callbacks ----------------------------------------------------------------------------------
     def _on_action(self, msg: JointState) -> None:
         if self.guard is None:
@@ -117,17 +142,37 @@ class FrankaNode(LifecycleNode):
         cmd = self.guard.on_action(action, time.monotonic())
         if cmd is not None:
             self.applied_pub.publish(messages.action_to_msg(cmd.action, messages.stamp_to_ns(msg.header.stamp)))
+            self._frame_answered = True
+        self._publish_frame()
         self._publish_status()
 
     def _on_timer(self) -> None:
         if self.guard is None:
             return
         reading = self.guard.on_timer(time.monotonic())
-        if reading is not None:
-            now = self.get_clock().now().nanoseconds
-            self.joint_pub.publish(messages.joint_state_msg(reading.q, reading.fingers, now))
-            self.pose_pub.publish(messages.pose_msg(reading.xyz, reading.quat, now))
+        if self._twin is not None:
+            self._publish_frame(again=not self._frame_answered)  # (a timeout hold steps the twin)
+        elif reading is not None:
+            self._publish_reading(reading, self.get_clock().now().nanoseconds)
         self._publish_status()
+
+    def _publish_reading(self, reading, stamp_ns: int) -> None:
+        self.joint_pub.publish(messages.joint_state_msg(reading.q, reading.fingers, stamp_ns))
+        self.pose_pub.publish(messages.pose_msg(reading.xyz, reading.quat, stamp_ns))
+
+    def _publish_frame(self, again: bool = False) -> None:
+        """Twin: publish a new frame, or `again` the last one with its stamp (instruction, state, image: one stamp)."""
+        twin = self._twin
+        frame = twin.frame() if twin is not None else None
+        if frame is None or frame.seq == 0 or (frame.seq == self._frame_seq and not again):
+            return
+        if frame.seq != self._frame_seq:
+            self._frame_seq, self._frame_answered = frame.seq, False
+            self._frame_stamp = self.get_clock().now().nanoseconds
+        now = self._frame_stamp
+        self.task_pub.publish(String(data=frame.instruction))
+        self._publish_reading(frame.reading, now)
+        self.image_pub.publish(messages.image_to_msg(frame.image, now, "camera"))
 
     def _on_estop(self, request, response):
         if self.guard is not None:
@@ -152,6 +197,8 @@ class FrankaNode(LifecycleNode):
             s = g.stats
             fields |= {"applied": s.applied, "rejected": s.rejected, "modified": s.modified, "ignored": s.ignored,
                        "timeouts": s.timeouts, "errors": s.errors[-3:], "last_reasons": list(g.last_reasons)}
+            if self.episode is not None:
+                fields["episode"] = self.episode
         msg = messages.status_msg(**fields)
         if msg.data != self._last_status:
             self._last_status = msg.data

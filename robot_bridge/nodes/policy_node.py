@@ -4,6 +4,8 @@ Subscribes  /camera/image_raw, /franka/joint_states + /franka/ee_pose, /task
 Publishes   /action (JointState named vector, stamped with the image it answers), /policy/status (JSON)
 Services    /policy/start, /policy/stop, /policy/reload (std_srvs/Trigger; reload re-reads the `checkpoint`
             parameter and keeps the running policy if the new one fails to load or its spec differs)
+With `pace=frames` (the twin backend) each new frame takes exactly one tick once the state stamped with it has
+arrived, so the policy answers the env's observations exactly as cotrain.eval does.
 The checkpoint is loaded with `policy_loader` and must match the robot config's feature spec; the policy does its
 own preprocessing (normalisation, its own resize), the node only brings images to the spec's size, exactly as the
 camera node and the recorder do.
@@ -12,6 +14,7 @@ camera node and the recorder do.
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 
 import numpy as np
@@ -31,6 +34,7 @@ from robot_bridge.params import PolicyParams, declare
 from robot_bridge.policy_loop import LoopTiming, PolicyLoop, Tick
 
 NODE_NAME = "policy"
+PACES = ("clock", "frames")
 
 
 def load_checkpoint(loader: str, path: str, spec: FeatureSpec):
@@ -61,11 +65,16 @@ class PolicyNode(Node):
         self.task = self.p.task
         if self.p.torch_threads > 0:
             torch.set_num_threads(self.p.torch_threads)
-        self.loop = PolicyLoop(
-            LoopTiming(period=1.0 / self.spec.fps, tolerance=self.p.tick_tolerance_ms / 1000.0,
-                       stale=self.p.stale_obs_ms / 1000.0),
-            self.p.n_action_steps,
-        )
+        if self.p.pace not in PACES:
+            raise ValueError(f"policy.pace={self.p.pace!r}: expected one of {PACES}")
+        self.frame_paced = self.p.pace == "frames"
+        # frames: period 0 and infinite tolerance make every frame take a tick and the timer none
+        period, tolerance = (0.0, math.inf) if self.frame_paced else (1.0 / self.spec.fps, self.p.tick_tolerance_ms / 1000.0)
+        self.loop = PolicyLoop(LoopTiming(period=period, tolerance=tolerance, stale=self.p.stale_obs_ms / 1000.0),
+                               self.p.n_action_steps)
+        self._pending: tuple[np.ndarray, int] | None = None  # frames: the frame no tick has taken yet
+        self._state_ns = 0
+        self._ticked_ns = 0  # frames: stamp of the last frame that took a tick (a frame published again is skipped)
         self._lock = threading.Lock()  # the loop is driven from the image callback and the timer
         self.policy = None
         self.act = None
@@ -83,7 +92,8 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/reload", self._on_reload)
-        self.create_timer(max(self.loop.timing.tolerance, 0.005), self._on_timer)  # late ticks: within 2 x tolerance
+        if not self.frame_paced:
+            self.create_timer(max(self.loop.timing.tolerance, 0.005), self._on_timer)  # late ticks: within 2 x tolerance
         if self.p.autostart:
             self._start()
         self._publish_status()
@@ -104,6 +114,8 @@ class PolicyNode(Node):
             return False, "no task instruction (parameter 'task' or topic /task)"
         with self._lock:
             self.loop.start(self._now())
+            tick = self._frame_tick()
+        self._emit(tick)
         return True, "running"
 
     # ---- callbacks ----------------------------------------------------------------------------------
@@ -119,8 +131,22 @@ class PolicyNode(Node):
             self.get_logger().error(f"{topics.IMAGE}: {e}", throttle_duration_sec=1.0)
             return
         with self._lock:
-            tick = self.loop.on_frame(image, messages.stamp_to_ns(msg.header.stamp), now, self.act, self.task)
+            if self.frame_paced:
+                stamp = messages.stamp_to_ns(msg.header.stamp)
+                if stamp > self._ticked_ns:
+                    self._pending = (image, stamp)
+                tick = self._frame_tick()
+            else:
+                tick = self.loop.on_frame(image, messages.stamp_to_ns(msg.header.stamp), now, self.act, self.task)
         self._emit(tick)
+
+    def _frame_tick(self) -> Tick | None:
+        """pace=frames (under the lock): the pending frame's tick, once running and its state has arrived."""
+        if self._pending is None or self.loop.state != "running" or self._state_ns < self._pending[1]:
+            return None
+        (image, stamp), self._pending = self._pending, None
+        self._ticked_ns = stamp
+        return self.loop.on_frame(image, stamp, self._now(), self.act, self.task)
 
     def _on_timer(self) -> None:
         with self._lock:
@@ -146,6 +172,9 @@ class PolicyNode(Node):
         stamp = min(messages.stamp_to_ns(self._pose.header.stamp), messages.stamp_to_ns(self._joints.header.stamp))
         with self._lock:
             self.loop.on_state(state, stamp * 1e-9)
+            self._state_ns = stamp
+            tick = self._frame_tick() if self.frame_paced else None
+        self._emit(tick)
 
     def _on_task(self, msg: String) -> None:
         self.task = msg.data

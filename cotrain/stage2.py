@@ -1,0 +1,208 @@
+"""Stage II (RL-Co): PPO in the twin over action chunks, anchored by β·SFT on real data in the same backward pass.
+
+    python -m cotrain.stage2 init=runs/stage1/ckpt/last task=pick_place real=[datasets/real_proxy/pick_place] \
+        rl.beta=0.2 envs=16 iterations=200 out=runs/stage2
+    torchrun --nproc-per-node 2 -m cotrain.stage2 ...                  # DDP, each rank owns `envs` workers
+    python -m cotrain.stage2 ... resume=runs/stage2                     # continues from its latest checkpoint
+
+Reads top to bottom: config → policy → real data → envs → loop (rollout, update, eval, checkpoint).
+Writes out/ckpt/iter_N (policy checkpoint + trainer_rank{r}.pt), out/ckpt/LATEST, out/metrics.csv,
+out/success.png (success vs env steps in sim and real-proxy) and an offline wandb run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from cotrain.config import register_schema
+from cotrain.data import FeatureSpec, load_dataset
+from cotrain.evaluation import evaluate_vec
+from cotrain.metrics import MetricsLogger, WandbConfig
+from cotrain.policies import load_policy, save_checkpoint
+from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, RolloutCollector, all_reduce_sum, init_distributed
+
+log = logging.getLogger("cotrain.stage2")
+EVAL_DOMAINS = ("sim", "real_proxy")
+
+
+@dataclass
+class Stage2Config:
+    init: str | None = None
+    """Stage I checkpoint to start from (ignored when resuming)."""
+    task: dict[str, Any] = field(default_factory=dict)
+    """Task config (configs/task/*.yaml)."""
+    real: list[str] = field(default_factory=list)
+    """Real datasets for the anchor (robot recordings, or the real-proxy stand-in). Required when rl.beta > 0."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    envs: int = 16
+    """Env worker processes per rank (training rollouts in the sim domain)."""
+    backend: str = "physx_cpu"
+    """physx_cpu (one process per env), physx_cpu_serial (in-process, tests), physx_cuda (unverified)."""
+    iterations: int = 100
+    """PPO iterations (rollout + update)."""
+    eval_every: int = 10
+    """Evaluate in sim and real-proxy every this many iterations (and before the first, and after the last)."""
+    eval_episodes: int = 32
+    """Episodes per domain per evaluation (0: no evaluation)."""
+    save_every: int = 10
+    """Checkpoint period in iterations (the last iteration is always saved)."""
+    out: str = "runs/stage2"
+    resume: str | None = None
+    """A Stage II run directory (its ckpt/LATEST) or one of its ckpt/iter_N directories."""
+    device: str = "auto"
+    """auto | cpu | cuda (cuda:LOCAL_RANK under torchrun)."""
+    seed: int = 0
+    real_in_memory: bool = False
+    """Experiments only: the real dataset is passed to `train` in memory instead of `real` paths."""
+
+    def __post_init__(self) -> None:
+        if self.init is None and self.resume is None:
+            raise ValueError("stage2: give init=<Stage I checkpoint> (or resume=<Stage II run>)")
+        if self.rl.beta > 0 and not self.real and not self.real_in_memory:
+            raise ValueError(f"stage2: rl.beta={self.rl.beta} > 0 needs real=[<dataset>, ...] for the anchor")
+
+
+register_schema("stage2_schema", Stage2Config)
+
+
+def resolve_resume(path: str) -> Path:
+    p = Path(path)
+    if (p / "ckpt" / "LATEST").exists():
+        return p / "ckpt" / (p / "ckpt" / "LATEST").read_text().strip()
+    if (p / "trainer_rank0.pt").exists():
+        return p
+    raise FileNotFoundError(f"resume={path}: neither a Stage II run (ckpt/LATEST) nor a complete checkpoint")
+
+
+def save(out: Path, iteration: int, policy, trainer: PPOTrainer, rank: int, world: int, cfg_yaml: str) -> None:
+    """Policy checkpoint (rank 0) + each rank's trainer state; LATEST moves only once every rank has saved."""
+    ckpt = out / "ckpt" / f"iter_{iteration}"
+    if rank == 0:
+        save_checkpoint(ckpt, policy, step=iteration, extra={"run_config": cfg_yaml})
+    if world > 1:
+        dist.barrier()
+    tmp = ckpt / f".trainer_rank{rank}.pt.tmp"
+    torch.save(trainer.state_dict(), tmp)
+    tmp.replace(ckpt / f"trainer_rank{rank}.pt")
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        latest = out / "ckpt" / ".LATEST.tmp"
+        latest.write_text(ckpt.name)
+        latest.replace(out / "ckpt" / "LATEST")
+
+
+def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = None) -> Path:
+    """Run Stage II; return the last checkpoint. `real_dataset` replaces `cfg.real` (in-memory experiments)."""
+    from cotrain.envs import make_env
+    from cotrain.envs.config import TaskConfig
+
+    info = init_distributed(cfg.device)
+    torch.manual_seed(cfg.seed + info.rank)
+    spec = FeatureSpec()
+    out = Path(cfg.out)
+    task_cfg = TaskConfig.from_dict(dict(cfg.task), source=f"configs/task/{cfg.task.get('task')}.yaml")
+
+    # policy: from Stage I, or from this run's latest checkpoint
+    resume = resolve_resume(cfg.resume) if cfg.resume else None
+    policy = load_policy(resume or cfg.init, expected_spec=spec, device=info.device)
+    H = policy.chunk_size
+
+    # real data for the anchor: a fresh batch per PPO micro-batch
+    real = None
+    if cfg.real and real_dataset is None:
+        real_dataset = torch.utils.data.ConcatDataset([load_dataset(r, spec, H) for r in cfg.real])
+    if real_dataset is not None:
+        real = RealBatchStream(real_dataset, cfg.rl.real_batch_size, seed=cfg.seed * 1000 + info.rank)
+
+    # envs: each rank owns its workers; rollouts in sim, evaluation in sim and real-proxy (rank 0)
+    env = make_env(task_cfg, "sim", "rgb", num_envs=cfg.envs, seed=cfg.seed * 1000 + info.rank, backend=cfg.backend)
+    collector = RolloutCollector(env, policy, cfg.rl, rank=info.rank)
+    trainer = PPOTrainer(policy, cfg.rl, real, info)
+    if resume:
+        trainer.load_state_dict(torch.load(resume / f"trainer_rank{info.rank}.pt", weights_only=False))
+        log.info("resumed from %s at iteration %d", resume, trainer.iteration)
+    eval_envs: dict[str, Any] = {}
+    max_chunks = math.ceil(task_cfg.max_episode_steps / H) + 1
+
+    def evaluate(env_steps: float) -> dict[str, float]:
+        row = {"env_steps": env_steps}
+        if info.is_main and cfg.eval_episodes > 0:
+            policy.eval()
+            for d in EVAL_DOMAINS:
+                if d not in eval_envs:
+                    eval_envs[d] = make_env(task_cfg, d, "rgb", num_envs=min(cfg.envs, cfg.eval_episodes),
+                                            seed=10_000, backend=cfg.backend)
+                r = evaluate_vec(eval_envs[d], policy, cfg.eval_episodes, seed=1_000_000, max_chunks=max_chunks)
+                row[f"eval/{d}_success"] = r["success_rate"]
+                log.info("iteration %d: %s success %.1f%% (95%% CI %.1f-%.1f%%)", trainer.iteration, d,
+                         100 * r["success_rate"], 100 * r["ci95"][0], 100 * r["ci95"][1])
+            policy.train()
+        if info.world_size > 1:
+            dist.barrier()
+        return row
+
+    cfg_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    metrics = MetricsLogger(out, cfg.wandb, OmegaConf.to_container(OmegaConf.structured(cfg)),
+                            resume=resume is not None) if info.is_main else None
+    env_steps = metrics.rows[-1].get("env_steps", 0.0) if metrics and metrics.rows else 0.0
+    if trainer.iteration == 0 and metrics is not None:
+        metrics.log(0, evaluate(env_steps))
+    bar = tqdm(range(trainer.iteration, cfg.iterations), initial=trainer.iteration, total=cfg.iterations,
+               desc="stage2", disable=not info.is_main, dynamic_ncols=True)
+    for _ in bar:
+        t0 = time.perf_counter()
+        buffer, stats = collector.collect(trainer.iteration)
+        update = trainer.update(buffer)
+        wall = time.perf_counter() - t0
+        roll = all_reduce_sum(asdict(stats) | {"wall_s": wall}, info)
+        it = trainer.iteration
+        env_steps += roll["env_steps"]
+        row = {f"train/{k}": v for k, v in update.items()} | {
+            "env_steps": env_steps,
+            "rollout/success": roll["successes"] / max(roll["episodes"], 1),
+            "rollout/return": roll["episode_return_sum"] / max(roll["episodes"], 1),
+            # whole loop (rollout + update) vs the raw vector env, both in env-steps/s over all ranks
+            "perf/loop_sps": roll["env_steps"] / (roll["wall_s"] / info.world_size),
+            "perf/env_sps": roll["env_steps"] / (roll["env_s"] / info.world_size),
+            "perf/rollout_sps": roll["env_steps"] / ((roll["env_s"] + roll["policy_s"]) / info.world_size),
+        }
+        if it % cfg.eval_every == 0 or it == cfg.iterations:
+            row |= evaluate(env_steps)
+        if metrics is not None:
+            metrics.log(it, row)
+            bar.set_postfix(success=f"{row['rollout/success']:.2f}", sps=f"{row['perf/loop_sps']:.0f}")
+        if it % cfg.save_every == 0 or it == cfg.iterations:
+            save(out, it, policy, trainer, info.rank, info.world_size, cfg_yaml)
+    if metrics is not None:
+        metrics.plot(["eval/sim_success", "eval/real_proxy_success"], x_key="env_steps", name="success",
+                     ylabel="success rate (real_proxy = simulated stand-in for real)")
+        metrics.plot(["train/pg_loss", "train/v_loss", "train/sft_loss"], name="losses", ylabel="loss")
+        metrics.close()
+    env.close()
+    for e in eval_envs.values():
+        e.close()
+    return out / "ckpt" / f"iter_{trainer.iteration}"
+
+
+@hydra.main(config_path="../configs", config_name="stage2", version_base="1.3")
+def main(cfg) -> None:
+    train(OmegaConf.to_object(cfg))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
