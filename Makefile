@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 
-.PHONY: demo test system venv clean-demo
+.PHONY: demo test test-franky venv clean-demo
 
 venv: $(STAMP)
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml scripts/install_system.sh
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not franky_sim"
+
+# franky-sim fault injection (frames stop, NaN/oversize action, policy raises, node killed, e-stop): timing-sensitive
+# on a loaded 2-core machine (every node shares one Python process), so kept out of CI's `make test`.
+test-franky: $(STAMP)
+	$(PY) -m pytest -q tests/test_bridge_franky.py
 
 demo: $(STAMP)
 	bash scripts/demo.sh

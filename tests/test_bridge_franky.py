@@ -29,7 +29,7 @@ from robot_bridge.testing import RosHarness, franky_sim_process, isolated_ros_en
 
 # One rerun: every node shares this Python process with the harness and a MuJoCo server, and on 2 busy cores their
 # timers sometimes run late enough that the arm moves too slowly for a wait; a real fault fails both runs.
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(120), pytest.mark.flaky(reruns=1)]
+pytestmark = [pytest.mark.ros, pytest.mark.franky_sim, pytest.mark.timeout(120), pytest.mark.flaky(reruns=1)]
 
 # a box around franky-sim's home pose (0.554, 0, 0.521)
 LIMITS = SafetyLimits(workspace_min=(0.35, -0.2, 0.2), workspace_max=(0.65, 0.2, 0.6), max_translation=0.01, max_rotation=0.05)
