@@ -1,7 +1,7 @@
 """Stage II: PPO over action chunks in the twin, anchored by an SFT loss on real demonstrations.
 
 Modules (rsl_rl-like split): config (RLConfig), vec_env (the env contract), rollout (buffer + collector),
-gae, ppo_loss, anchor (real-batch stream), trainer (the update), distributed (torchrun/DDP), resume (RNG state),
+gae, ppo_loss, anchor (real-batch stream), trainer (the update), distributed (torchrun/DDP),
 toys (contract-honouring stand-ins for tests and smoke runs).
 """
 

@@ -16,10 +16,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from cotrain.policies.base import Policy
+from cotrain.policies.checkpoint import apply_rng, capture_rng
 from cotrain.rl.config import RLConfig
 from cotrain.rl.distributed import DistInfo, all_reduce_mean, wrap_step
 from cotrain.rl.ppo_loss import explained_variance, normalize_advantages, policy_loss, value_loss
-from cotrain.rl.resume import capture_rng, restore_rng
 from cotrain.rl.rollout import Batch, RolloutBuffer
 
 RealBatches = Iterator[dict[str, Any]]
@@ -140,7 +140,9 @@ class PPOTrainer:
         self.iteration = state["iteration"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        restore_rng(state["rng"])
+        if state["rng"]["cuda"] and not torch.cuda.is_available():
+            raise RuntimeError("resume: the checkpoint holds CUDA RNG state but CUDA is not available")
+        apply_rng(state["rng"])
         if state["real_batches"] is not None:
             if not hasattr(self.real_batches, "load_state_dict"):
                 raise ValueError("resume: the checkpoint holds real-batch stream state but real_batches cannot load it")
