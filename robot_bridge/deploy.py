@@ -128,7 +128,7 @@ def deploy(cfg: DeployConfig) -> list[dict]:
         thread.start()
         client = rclpy.create_node("deploy")
         executor.add_node(client)
-        return run_episodes(nodes, cfg, lambda srv: _call(client, srv))
+        return run_episodes(nodes, cfg, lambda srv: call_trigger(client, srv))
     except (KeyboardInterrupt, ExternalShutdownException):
         return []
     finally:
@@ -138,7 +138,8 @@ def deploy(cfg: DeployConfig) -> list[dict]:
         rclpy.try_shutdown()
 
 
-def _call(node, service: str, timeout: float = 120.0):
+def call_trigger(node, service: str, timeout: float = 120.0):
+    """Call a std_srvs/Trigger service from `node` (spun by another thread) and return its response."""
     from std_srvs.srv import Trigger
 
     client = node.create_client(Trigger, service)

@@ -231,21 +231,9 @@ class RosHarness:
         self.camera_on = False
 
     def call(self, service: str, timeout: float = 20.0):
-        from std_srvs.srv import Trigger
+        from robot_bridge.deploy import call_trigger
 
-        client = self.probe.create_client(Trigger, service)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service {service} not available")
-            future = client.call_async(Trigger.Request())
-            deadline = time.monotonic() + timeout
-            while not future.done():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"service {service} did not answer")
-                time.sleep(0.01)
-            return future.result()
-        finally:
-            self.probe.destroy_client(client)
+        return call_trigger(self.probe, service, timeout)
 
     def wait_for(self, predicate, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
