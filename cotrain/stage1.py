@@ -10,6 +10,7 @@ optimizer and RNG state), `out/metrics.csv`, `out/loss.png` and an offline wandb
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from cotrain.config import register_schema
 from cotrain.data import ChunkDataset, FeatureSpec, Mixture, load_dataset
 from cotrain.data.config import DataConfig
+from cotrain.ema import EMA
 from cotrain.metrics import MetricsLogger, WandbConfig
 from cotrain.policies import load_policy, load_training_state, make_policy, policy_config_from_dict, save_checkpoint
 from cotrain.runtime import pick_device, seed_everything, to_device
@@ -46,6 +48,10 @@ class Stage1Config:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     """Max global gradient norm."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of the weights (`cotrain.ema`, warm-up ramp included); checkpoints
+    hold the average as the policy's weights (what eval, Stage II and the bridge load) and the trained weights in
+    the training state. 0 = no average: checkpoints hold the trained weights."""
     log_every: int = 25
     save_every: int = 500
     """Checkpoint period in steps (the last step is always saved)."""
@@ -68,6 +74,16 @@ def lr_at(step: int, cfg: Stage1Config) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def save(out: Path, policy, optimizer: torch.optim.Optimizer, ema: EMA | None, step: int, cfg_yaml: str) -> None:
+    """`out/ckpt/step_N` and `out/ckpt/last`: the averaged weights as the policy, the trained ones for resuming."""
+    extra: dict[str, Any] = {"run_config": cfg_yaml}
+    with ema.swapped_in(policy) if ema is not None else contextlib.nullcontext() as online:
+        if ema is not None:
+            extra |= {"online_weights": online, "ema_updates": ema.updates}
+        for name in (f"step_{step}", "last"):
+            save_checkpoint(out / "ckpt" / name, policy, optimizer=optimizer, step=step, extra=extra)
 
 
 def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[ChunkDataset] | None = None) -> Path:
@@ -94,9 +110,16 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
     else:
         policy = make_policy(policy_cfg, spec, mixture.norm_stats().stats).to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # from a checkpoint: its weights are the average
     start = 0
     if cfg.resume:
-        start = load_training_state(cfg.resume, optimizer).step
+        state = load_training_state(cfg.resume, optimizer)
+        start = state.step
+        if ema is not None:
+            if "online_weights" not in state.extra:
+                raise ValueError(f"resume={cfg.resume}: saved without an EMA (ema_decay=0); resume with ema_decay=0")
+            policy.load_state_dict(state.extra["online_weights"])
+            ema.updates = int(state.extra["ema_updates"])
         log.info("resumed from %s at step %d", cfg.resume, start)
     n_params = sum(p.numel() for p in policy.parameters())
     log.info("policy %s: %.2fM parameters on %s", type(policy).__name__, n_params / 1e6, device)
@@ -117,6 +140,8 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         optimizer.step()
+        if ema is not None:
+            ema.update(policy)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             metrics.log(done, {"train/sft_loss": loss.item(), "train/grad_norm": grad_norm.item(),
@@ -124,9 +149,7 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
                                "train/real_fraction": batch["is_real"].float().mean().item()})
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if done % cfg.save_every == 0 or done == cfg.steps:
-            extra = {"run_config": OmegaConf.to_yaml(OmegaConf.structured(cfg))}
-            save_checkpoint(out / "ckpt" / f"step_{done}", policy, optimizer=optimizer, step=done, extra=extra)
-            save_checkpoint(last, policy, optimizer=optimizer, step=done, extra=extra)
+            save(out, policy, optimizer, ema, done, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     metrics.plot("train/sft_loss", name="loss", ylabel="SFT loss", logy=True)
     metrics.close()
     log.info("stage1 done: %s", last)

@@ -52,11 +52,24 @@ def eval_episode(env, state, item):
     return r.success, r.ret
 
 
-def demos(task_cfg, domain, n, first_seed, workers):
+def demos(task_cfg, domain, n, first_seed, workers, cache=None):
+    """n successful expert episodes from seeds first_seed…, as an in-memory store; `cache` (a directory) keeps the
+    episodes in a pickle so that several runs on one machine share one generation."""
+    import pickle
+
+    path = Path(cache, f"{task_cfg.task}_{domain}_{n}_{first_seed}.pkl") if cache else None
+    if path is not None and path.exists():
+        eps = pickle.loads(path.read_bytes())
+        return store_from_episodes(eps, [Provenance(domain, "expert", first_seed + i) for i in range(len(eps))])
     t = time.time()
     with EnvPool(task_cfg, domain, workers) as pool:
         eps = [e for e in pool.map(expert_episode, list(range(first_seed, first_seed + int(n * 1.3)))) if e][:n]
     print(f"[demos] {domain}: {len(eps)} episodes, {sum(map(len, eps))} frames in {time.time() - t:.0f}s", flush=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(eps))
+        tmp.replace(path)
     return store_from_episodes(eps, [Provenance(domain, "expert", first_seed + i) for i in range(len(eps))])
 
 
@@ -111,27 +124,41 @@ def main():
                    help="override the policy config's image_shift (train-time random shift in px; 0 = off)")
     p.add_argument("--state-norm", choices=["mean_std", "min_max"], default=None,
                    help="override the policy config's state_norm")
+    p.add_argument("--keypoints", type=int, default=None, help="override the policy config's keypoints")
+    p.add_argument("--ema", type=float, default=None, help="override Stage I's ema_decay (0 = off)")
+    p.add_argument("--lr", type=float, default=None, help="override Stage I's lr")
+    p.add_argument("--demos-cache", default=None, help="directory: reuse / keep generated demos (pickles)")
+    p.add_argument("--demos-only", action="store_true", help="generate (and cache) the demos, then stop")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of this process")
     p.add_argument("--out", default="runs/exp_stage1")
     a = p.parse_args()
 
+    import torch
     import yaml
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     task_cfg = load_task_config(a.task)
     policy = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/policy" / f"{a.policy}.yaml").read_text())
     if a.image_shift is not None:
         policy["image_shift"] = a.image_shift
     if a.state_norm is not None:
         policy["state_norm"] = a.state_norm
-    sim = demos(task_cfg, "sim", a.sim, 0, a.workers)
-    real = demos(task_cfg, "real_proxy", a.real, 50_000, a.workers)
-    heldout = demos(task_cfg, "sim", a.heldout, 200_000, a.workers) if a.heldout else None
+    if a.keypoints is not None:
+        policy["keypoints"] = a.keypoints
+    sim = demos(task_cfg, "sim", a.sim, 0, a.workers, a.demos_cache)
+    real = demos(task_cfg, "real_proxy", a.real, 50_000, a.workers, a.demos_cache)
+    heldout = demos(task_cfg, "sim", a.heldout, 200_000, a.workers, a.demos_cache) if a.heldout else None
+    if a.demos_only:
+        return
+    overrides = {k: v for k, v in (("ema_decay", a.ema), ("lr", a.lr)) if v is not None}
     cfg = Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=a.batch), wandb=WandbConfig("disabled"),
-                       steps=a.steps, log_every=50, save_every=a.steps, out=a.out, device="auto")
+                       steps=a.steps, log_every=50, save_every=a.steps, out=a.out, device="auto", **overrides)
     t = time.time()
     chunk = policy["chunk_size"]
     ckpt = train(cfg, real=[ChunkDataset(real, chunk)], sim=[ChunkDataset(sim, chunk)])
     print(f"[stage1] {a.steps} steps in {time.time() - t:.0f}s", flush=True)
-    results = {"args": vars(a), "stage1_seconds": time.time() - t}
+    results = {"args": vars(a), "policy": policy, "stage1_seconds": time.time() - t}
     chunk_sets = {"sim_train": ChunkDataset(sim, chunk)} | ({"sim_heldout": ChunkDataset(heldout, chunk)} if heldout else {})
     results["openloop_mse"] = {name: openloop_error(ckpt, ds) for name, ds in chunk_sets.items()}
     print(f"[openloop] action MSE (normalised): {json.dumps(results['openloop_mse'])}", flush=True)

@@ -92,3 +92,22 @@ def test_cli_missing_dataset_names_it(tmp_path):
                         f"out={tmp_path}/run", "wandb.mode=disabled"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode != 0 and "nope: dataset root does not exist" in r.stderr
+
+
+def test_checkpoint_holds_the_weight_average_and_resume_keeps_training_the_online_weights(data, tmp_path):
+    from cotrain.ema import ema_decay_at
+    from cotrain.policies import load_training_state
+
+    train(config(data, tmp_path / "run", steps=3, save_every=3, ema_decay=0.5))
+    ckpt = tmp_path / "run" / "ckpt" / "last"
+    averaged = load_file(str(ckpt / "model.safetensors"))
+    state = load_training_state(ckpt, restore_rng=False)
+    online = state.extra["online_weights"]
+    assert state.extra["ema_updates"] == 3
+    # 3 updates with d_t = 0.1, 2/11, 0.25 (all below 0.5): the average lies strictly between init and trained weights
+    assert [ema_decay_at(t, 0.5) for t in range(3)] == pytest.approx([0.1, 2 / 11, 0.25])
+    moved = [k for k in averaged if k.startswith("head.") and not torch.equal(averaged[k], online[k].cpu())]
+    assert moved, "the checkpoint's weights must be the average, not the trained weights"
+    no_ema = train(config(data, tmp_path / "plain", steps=3, save_every=3, ema_decay=0.0))
+    plain = load_file(str(no_ema / "model.safetensors"))
+    assert all(torch.equal(plain[k], online[k].cpu()) for k in plain)  # same seed, same training: online = plain

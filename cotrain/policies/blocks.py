@@ -81,23 +81,66 @@ class Decoder(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """uint8 [B, H, W, 3] -> tokens [B, (H/s)(W/s), D] with s = patch·2^(n−1): a patchify conv (kernel = stride =
-    patch) to channels[0], then a stride-2 3×3 conv per further channel count; GroupNorm + GELU after each."""
+    """uint8 [B, H, W, 3] -> tokens [B, (H/s)(W/s) + K, D] with s = patch·2^(n−1): a patchify conv (kernel = stride =
+    patch) to channels[0], then a stride-2 3×3 conv per further channel count; GroupNorm + GELU after each. With
+    `keypoints` K > 0, K spatial-softmax keypoint tokens (`SpatialSoftmax`, read from the feature map after the
+    second conv, stride 2·patch) follow the patch tokens: exact image coordinates for the trunk, which patch tokens
+    of 16 px carry only implicitly."""
 
-    def __init__(self, patch: int, channels: tuple[int, ...], d_model: int) -> None:
+    def __init__(self, patch: int, channels: tuple[int, ...], d_model: int, keypoints: int = 0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        self.convs = nn.ModuleList()
         c_in = 3
         for i, c in enumerate(channels):
             conv = nn.Conv2d(c_in, c, patch, stride=patch) if i == 0 else nn.Conv2d(c_in, c, 3, stride=2, padding=1)
-            layers += [conv, nn.GroupNorm(math.gcd(8, c), c), nn.GELU()]
+            self.convs.append(nn.Sequential(conv, nn.GroupNorm(math.gcd(8, c), c), nn.GELU()))
             c_in = c
-        self.convs = nn.Sequential(*layers)
         self.proj = nn.Conv2d(c_in, d_model, 1)
+        self.keypoint_stage = min(1, len(channels) - 1)
+        self.keypoints = SpatialSoftmax(channels[self.keypoint_stage], keypoints, d_model) if keypoints else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # uint8 [0, 255] -> [-1, 1]
-        return self.proj(self.convs(x)).flatten(2).transpose(1, 2)
+        kp = None
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i == self.keypoint_stage and self.keypoints is not None:
+                kp = self.keypoints(x)
+        tokens = self.proj(x).flatten(2).transpose(1, 2)
+        return tokens if kp is None else torch.cat([tokens, kp], dim=1)
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map [B, C, h, w] -> K keypoint tokens [B, K, D] (Levine et al. 2016; robomimic's image encoder).
+
+    A 3×3 conv + GELU + 1×1 conv give K maps a_k; p_k = softmax over the h·w cells of a_k / τ (τ learned);
+    the keypoint is the expected cell centre (x_k, y_k) = Σ p_k(i, j)·(x_j, y_i), with x, y ∈ [−1, 1]. Each
+    keypoint becomes a token from Fourier features of (x_k, y_k) (frequencies 2^0…2^4 · π, so a 1-pixel move
+    changes the token visibly) plus a learned identity embedding e_k."""
+
+    n_freqs = 5
+
+    def __init__(self, channels: int, keypoints: int, d_model: int) -> None:
+        super().__init__()
+        self.maps = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(), nn.Conv2d(channels, keypoints, 1))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.proj = nn.Linear(2 + 4 * self.n_freqs, d_model)
+        self.identity = nn.Parameter(torch.randn(keypoints, d_model) * 0.02)
+
+    def coordinates(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, C, h, w] -> expected (x, y) per keypoint, [B, K, 2] in [−1, 1]."""
+        a = self.maps(features)
+        b, k, h, w = a.shape
+        p = torch.softmax(a.flatten(2) / self.log_temperature.exp(), dim=-1).view(b, k, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=a.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=a.device)
+        return torch.stack([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=-1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        xy = self.coordinates(features)
+        freqs = math.pi * 2.0 ** torch.arange(self.n_freqs, device=xy.device, dtype=xy.dtype)
+        angles = (xy[..., None] * freqs).flatten(-2)  # [B, K, 2F]
+        return self.proj(torch.cat([xy, torch.sin(angles), torch.cos(angles)], dim=-1)) + self.identity
 
 
 class TextEncoder(nn.Module):

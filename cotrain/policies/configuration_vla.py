@@ -79,6 +79,8 @@ class SmallVLAConfig:
     cnn_channels: tuple[int, ...] = (32, 64, 128)
     """Channels of the patchify conv and of each following stride-2 conv; the image becomes
     (H/s)·(W/s) tokens with s = image_patch·2^(n−1) (8×8 for 128² with the defaults)."""
+    keypoints: int = 0
+    """K spatial-softmax keypoint tokens added to the image tokens (`blocks.SpatialSoftmax`); 0 = none."""
     max_text_tokens: int = 96
     """Longest instruction in bytes + 1; a longer one is refused."""
     text_patch: int = 4
@@ -108,4 +110,5 @@ class SmallVLAConfig:
                 f"SmallVLAConfig.image_patch and text_patch must be >= 1, got {self.image_patch}, {self.text_patch}")
         require(self.max_text_tokens >= 2, f"SmallVLAConfig.max_text_tokens must be >= 2, got {self.max_text_tokens}")
         require(self.mlp_ratio >= 1 and self.value_hidden >= 1, "SmallVLAConfig.mlp_ratio and value_hidden must be >= 1")
+        require(self.keypoints >= 0, f"SmallVLAConfig.keypoints must be >= 0, got {self.keypoints}")
         require(self.image_shift >= 0, f"SmallVLAConfig.image_shift must be >= 0, got {self.image_shift}")

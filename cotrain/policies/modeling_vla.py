@@ -33,10 +33,11 @@ class SmallVLAPolicy(Policy):
         if spec.image_height % config.image_patch or spec.image_width % config.image_patch:
             raise ValueError(f"SmallVLAConfig.image_patch={config.image_patch} must divide the feature spec's image size "
                              f"{spec.image_height}x{spec.image_width}")
-        self.image_encoder = ImageEncoder(config.image_patch, config.cnn_channels, d)
+        self.image_encoder = ImageEncoder(config.image_patch, config.cnn_channels, d, config.keypoints)
         stride = 2 ** (len(config.cnn_channels) - 1)
         grid_h, grid_w = spec.image_height // config.image_patch, spec.image_width // config.image_patch
-        self.image_pos = nn.Parameter(torch.randn(-(-grid_h // stride) * -(-grid_w // stride), d) * 0.02)
+        n_image_tokens = -(-grid_h // stride) * -(-grid_w // stride) + config.keypoints  # patches, then keypoints
+        self.image_pos = nn.Parameter(torch.randn(n_image_tokens, d) * 0.02)
         self.text_encoder = TextEncoder(VOCAB_SIZE, PAD_ID, config.text_patch, d)
         self.text_pos = nn.Parameter(torch.randn(-(-config.max_text_tokens // config.text_patch), d) * 0.02)
         self.state_in = nn.Linear(spec.state_dim, d)

@@ -1,0 +1,46 @@
+"""EMA of weights: hand-worked averages, warm-up ramp, swap in/out, and Stage I checkpoints holding the average."""
+
+import pytest
+import torch
+from torch import nn
+
+from cotrain.ema import EMA, ema_decay_at
+
+
+def test_decay_ramp_hand_worked():
+    assert ema_decay_at(0, 0.999) == pytest.approx(1 / 10)
+    assert ema_decay_at(10, 0.999) == pytest.approx(11 / 20)
+    assert ema_decay_at(10_000, 0.999) == 0.999
+
+
+def test_update_is_the_polyak_average():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model)  # d_0 = min(0.5, 1/10) = 0.1 → 0.1·1 + 0.9·3 = 2.8
+    assert ema.shadow["weight"].item() == pytest.approx(2.8)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema.update(model)  # d_1 = min(0.5, 2/11) = 2/11 → 2.8·2/11 = 0.50909…
+    assert ema.shadow["weight"].item() == pytest.approx(2.8 * 2 / 11)
+
+
+def test_swapped_in_restores_the_online_weights():
+    model = nn.Linear(2, 2)
+    ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    trained = model.weight.detach().clone()
+    with ema.swapped_in(model) as online:
+        assert torch.equal(model.weight, ema.shadow["weight"])
+        assert torch.equal(online["weight"], trained)
+    assert torch.equal(model.weight, trained)
+
+
+def test_load_state_dict_refuses_another_model():
+    ema = EMA(nn.Linear(2, 2), decay=0.9)
+    with pytest.raises(ValueError, match="other tensors"):
+        ema.load_state_dict(EMA(nn.Linear(2, 2, bias=False), decay=0.9).state_dict())

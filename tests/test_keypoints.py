@@ -1,0 +1,59 @@
+"""Spatial-softmax keypoints: hand-worked coordinates, and the policy built with keypoint tokens."""
+
+import dataclasses
+
+import pytest
+import torch
+from test_policies_support import HEADS, TINY_SPEC, obs_of, stats_of, synthetic_batch, tiny_config
+from torch import nn
+
+from cotrain.policies import make_policy
+from cotrain.policies.blocks import SpatialSoftmax
+
+
+def peaked_keypoints(features):
+    ss = SpatialSoftmax(channels=features.shape[1], keypoints=features.shape[1], d_model=8)
+    ss.maps = nn.Identity()  # the feature map itself is the keypoint's logit map
+    return ss.coordinates(features)
+
+
+def test_a_single_hot_cell_is_its_centre():
+    f = torch.zeros(1, 1, 8, 8)
+    f[0, 0, 2, 5] = 100.0  # row 2, column 5 of an 8x8 grid; cell centres at -1 + 2i/7
+    xy = peaked_keypoints(f)
+    assert xy[0, 0].tolist() == pytest.approx([-1 + 10 / 7, -1 + 4 / 7], abs=1e-5)
+
+
+def test_two_equal_cells_give_their_midpoint_and_keypoints_are_independent():
+    f = torch.zeros(1, 2, 4, 4)
+    f[0, 0, 0, 0] = f[0, 0, 3, 3] = 100.0  # opposite corners → centre (0, 0)
+    f[0, 1, 3, 0] = 100.0  # bottom-left corner → (-1, 1)
+    xy = peaked_keypoints(f)
+    assert xy[0, 0].tolist() == pytest.approx([0.0, 0.0], abs=1e-5)
+    assert xy[0, 1].tolist() == pytest.approx([-1.0, 1.0], abs=1e-5)
+
+
+def test_a_one_pixel_shift_moves_the_keypoint_token():
+    torch.manual_seed(0)
+    ss = SpatialSoftmax(channels=1, keypoints=1, d_model=16)
+    ss.maps = nn.Identity()
+    a, b = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    a[0, 0, 7, 7] = b[0, 0, 7, 8] = 100.0
+    ta, tb = ss(a), ss(b)
+    assert ta.shape == (1, 1, 16)
+    assert (ta - tb).norm() > 0.05 * ta.norm()
+
+
+def test_policy_with_keypoints_samples_and_trains():
+    torch.manual_seed(0)
+    batch = synthetic_batch(n=4)
+    cfg = dataclasses.replace(tiny_config(HEADS["flow_sde"]), keypoints=6)
+    policy = make_policy(cfg, TINY_SPEC, stats_of(batch))
+    ctx = policy.encode(obs_of(batch))
+    plain = make_policy(tiny_config(HEADS["flow_sde"]), TINY_SPEC, stats_of(batch)).encode(obs_of(batch))
+    assert ctx.tokens.shape[1] == plain.tokens.shape[1] + 6
+    loss = policy.sft_loss(batch)
+    loss.backward()
+    assert policy.image_encoder.keypoints.log_temperature.grad is not None
+    actions, logprob, value, _ = policy.sample(obs_of(batch), explore=True)
+    assert actions.shape == (4, 4, 7) and torch.isfinite(logprob).all()
