@@ -39,6 +39,9 @@ class DemosConfig:
     """Dataset root; default datasets/<domain>/<task>. Appends when it exists."""
     teleop_noise: bool = True
     """Add the domain's demo noise (teleop-like in the real-proxy)."""
+    dart_noise_std: float = 0.0
+    """DART: execute the expert's Δxyz plus OU noise of this std (m/step) while recording its clean action, so the
+    demos show recoveries (`cotrain.envs.experts.run_expert_episode`). 0 = off."""
     keep_failures: bool = False
     """Also write episodes where the expert failed."""
     max_attempts_factor: int = 3
@@ -69,7 +72,7 @@ def generate(cfg: DemosConfig) -> dict[str, float]:
                 raise RuntimeError(f"demos: only {written}/{cfg.episodes} successful episodes in {attempts} attempts")
             seed = cfg.seed + attempts
             attempts += 1
-            ep = run_expert_episode(env, expert, seed)
+            ep = run_expert_episode(env, expert, seed, dart_noise_std=cfg.dart_noise_std)
             successes += ep.success
             if not (ep.success or cfg.keep_failures):
                 continue

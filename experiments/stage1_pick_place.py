@@ -29,12 +29,13 @@ from cotrain.stage1 import Stage1Config, train  # noqa: E402
 from experiments.parallel import EnvPool  # noqa: E402
 
 
-def expert_episode(env, state, seed):
+def expert_episode(env, state, item):
     from cotrain.envs.experts import make_expert, run_expert_episode
 
+    seed, dart = item
     if "expert" not in state:
         state["expert"] = make_expert(env.task_cfg.task, env.domain, teleop_noise=True)
-    ep = run_expert_episode(env, state["expert"], seed)
+    ep = run_expert_episode(env, state["expert"], seed, dart_noise_std=dart)
     return ep.frames if ep.success else None
 
 
@@ -52,18 +53,18 @@ def eval_episode(env, state, item):
     return r.success, r.ret
 
 
-def demos(task_cfg, domain, n, first_seed, workers, cache=None):
+def demos(task_cfg, domain, n, first_seed, workers, cache=None, dart=0.0):
     """n successful expert episodes from seeds first_seed…, as an in-memory store; `cache` (a directory) keeps the
     episodes in a pickle so that several runs on one machine share one generation."""
     import pickle
 
-    path = Path(cache, f"{task_cfg.task}_{domain}_{n}_{first_seed}.pkl") if cache else None
+    path = Path(cache, f"{task_cfg.task}_{domain}_{n}_{first_seed}_dart{dart:g}.pkl") if cache else None
     if path is not None and path.exists():
         eps = pickle.loads(path.read_bytes())
         return store_from_episodes(eps, [Provenance(domain, "expert", first_seed + i) for i in range(len(eps))])
     t = time.time()
     with EnvPool(task_cfg, domain, workers) as pool:
-        eps = [e for e in pool.map(expert_episode, list(range(first_seed, first_seed + int(n * 1.3)))) if e][:n]
+        eps = [e for e in pool.map(expert_episode, [(s, dart) for s in range(first_seed, first_seed + int(n * 1.5))]) if e][:n]
     print(f"[demos] {domain}: {len(eps)} episodes, {sum(map(len, eps))} frames in {time.time() - t:.0f}s", flush=True)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +128,7 @@ def main():
     p.add_argument("--keypoints", type=int, default=None, help="override the policy config's keypoints")
     p.add_argument("--ema", type=float, default=None, help="override Stage I's ema_decay (0 = off)")
     p.add_argument("--lr", type=float, default=None, help="override Stage I's lr")
+    p.add_argument("--dart", type=float, default=0.0, help="DART noise std (m/step) on the sim demos' executed actions")
     p.add_argument("--demos-cache", default=None, help="directory: reuse / keep generated demos (pickles)")
     p.add_argument("--demos-only", action="store_true", help="generate (and cache) the demos, then stop")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of this process")
@@ -146,7 +148,7 @@ def main():
         policy["state_norm"] = a.state_norm
     if a.keypoints is not None:
         policy["keypoints"] = a.keypoints
-    sim = demos(task_cfg, "sim", a.sim, 0, a.workers, a.demos_cache)
+    sim = demos(task_cfg, "sim", a.sim, 0, a.workers, a.demos_cache, dart=a.dart)
     real = demos(task_cfg, "real_proxy", a.real, 50_000, a.workers, a.demos_cache)
     heldout = demos(task_cfg, "sim", a.heldout, 200_000, a.workers, a.demos_cache) if a.heldout else None
     if a.demos_only:

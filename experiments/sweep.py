@@ -36,8 +36,9 @@ def main() -> None:
     cache = out / "demos_cache"
     common = shlex.split(a.common) + ["--demos-cache", str(cache), "--threads", str(a.threads)]
     t = time.time()
-    subprocess.run([sys.executable, a.script, *common, "--demos-only", "--workers", str(a.demo_workers),
-                    "--out", str(out / "demos")], check=True)
+    for args in variants.values():  # one generation per distinct demo setting; the rest are cache hits
+        subprocess.run([sys.executable, a.script, *common, *shlex.split(args), "--demos-only",
+                        "--workers", str(a.demo_workers), "--out", str(out / "demos")], check=True)
     print(f"[sweep] demos ready in {time.time() - t:.0f}s", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     procs = {}

@@ -204,6 +204,31 @@ def test_expert_succeeds_on_heldout_shapes(state_env):
     assert episode.success and env.shape_names == ["small_cube", "tall_block", "capsule"]
 
 
+def test_dart_executes_noisy_actions_but_records_the_clean_expert(state_env):
+    """DART: the env executes expert + noise while the frame keeps the expert's own command. Replaying the recorded
+    (clean) actions open loop therefore does NOT reproduce the recorded states, while replaying a noiseless episode
+    does; and the noisy episode still succeeds (the closed-loop expert corrects the pushes)."""
+    from cotrain.envs.experts import MAX_SPEED
+
+    env = state_env("pick_place", "sim")
+    expert = make_expert("pick_place", env.domain)
+
+    def replay_drift(episode):
+        env.reset(seed=episode.seed)
+        for frame in episode.frames[:15]:
+            obs, *_ = env.step(frame["action"])
+        return float(np.abs(obs[STATE_KEY][0, :3].cpu().numpy() - episode.frames[15]["state"][:3]).max())
+
+    clean = run_expert_episode(env, expert, seed=3)
+    noisy = run_expert_episode(env, expert, seed=3, dart_noise_std=0.01)
+    assert clean.success and noisy.success
+    assert all(np.abs(f["action"][:3]).max() <= MAX_SPEED + 1e-6 for f in noisy.frames)  # clean, clipped commands
+    assert replay_drift(clean) < 1e-4
+    assert replay_drift(noisy) > 2e-3
+    with pytest.raises(ValueError, match="dart_noise_std"):
+        run_expert_episode(env, expert, seed=3, dart_noise_std=-1.0)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("COTRAIN_EXPERT_SEEDS"), reason="set COTRAIN_EXPERT_SEEDS=50 to measure")
 @pytest.mark.parametrize("domain", DOMAINS)

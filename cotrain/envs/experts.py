@@ -209,18 +209,30 @@ class ExpertEpisode:
     seed: int
 
 
-def run_expert_episode(env: TwinTaskEnv, expert: WaypointExpert, seed: int) -> ExpertEpisode:
-    """Reset `env` (num_envs = 1) with `seed`, run the expert until success or the time limit, record frames."""
+def run_expert_episode(env: TwinTaskEnv, expert: WaypointExpert, seed: int, dart_noise_std: float = 0.0) -> ExpertEpisode:
+    """Reset `env` (num_envs = 1) with `seed`, run the expert until success or the time limit, record frames.
+
+    dart_noise_std > 0 (DART, Laskey et al. 2017): the env executes the expert's action plus OU noise of this std on
+    Δxyz (m per step), while the frame records the expert's clean action. The closed-loop expert then demonstrates
+    how to recover from the small drifts a learned policy makes, which noiseless scripted demos never show."""
     if env.num_envs != 1:
         raise ValueError(f"run_expert_episode needs an env with num_envs=1, got {env.num_envs}")
+    if dart_noise_std < 0:
+        raise ValueError(f"run_expert_episode: dart_noise_std must be >= 0, got {dart_noise_std}")
     obs, _ = env.reset(seed=seed)
     expert.reset(env, seed)
+    rng, push = np.random.default_rng([seed, 7]), np.zeros(3)
     frames, success = [], False
     while True:
         action = expert.act(env)
         image = obs[IMAGE_KEY][0].cpu().numpy() if IMAGE_KEY in obs else None
         frames.append(dict(image=image, state=obs[STATE_KEY][0].cpu().numpy(), action=action,
                            task=env.instructions[0]))
+        if dart_noise_std > 0:
+            c = NOISE_CORRELATION
+            push = c * push + math.sqrt(1 - c * c) * dart_noise_std * rng.standard_normal(3)
+            action = action.copy()
+            action[:3] += push.astype(np.float32)
         obs, _, terminated, truncated, info = env.step(action)
         success = bool(info["success"][0])
         if success or bool(terminated[0]) or bool(truncated[0]):
