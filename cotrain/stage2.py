@@ -30,7 +30,9 @@ from cotrain.data import FeatureSpec, load_dataset
 from cotrain.evaluation import evaluate_vec
 from cotrain.metrics import MetricsLogger, WandbConfig
 from cotrain.policies import load_policy, save_checkpoint
-from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, RolloutCollector, all_reduce_sum, init_distributed
+from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, all_reduce_sum, init_distributed
+from cotrain.rl.distributed import gathered, savable_policy
+from cotrain.rl.pipeline import RolloutPipeline
 
 log = logging.getLogger("cotrain.stage2")
 EVAL_DOMAINS = ("sim", "real_proxy")
@@ -89,8 +91,9 @@ def resolve_resume(path: str) -> Path:
 def save(out: Path, iteration: int, policy, trainer: PPOTrainer, rank: int, world: int, cfg_yaml: str) -> None:
     """Policy checkpoint (rank 0) + each rank's trainer state; LATEST moves only once every rank has saved."""
     ckpt = out / "ckpt" / f"iter_{iteration}"
+    to_save = savable_policy(policy, rank)  # every rank: fsdp2 gathers the weights to rank 0
     if rank == 0:
-        save_checkpoint(ckpt, policy, step=iteration, extra={"run_config": cfg_yaml})
+        save_checkpoint(ckpt, to_save, step=iteration, extra={"run_config": cfg_yaml})
     if world > 1:
         dist.barrier()
     tmp = ckpt / f".trainer_rank{rank}.pt.tmp"
@@ -117,7 +120,8 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
 
     # policy: from Stage I, or from this run's latest checkpoint
     resume = resolve_resume(cfg.resume) if cfg.resume else None
-    policy = load_policy(resume or cfg.init, expected_spec=spec, device=info.device)
+    sharded = cfg.rl.data_parallel == "fsdp2" and info.world_size > 1  # shards move to the GPU in PPOTrainer
+    policy = load_policy(resume or cfg.init, expected_spec=spec, device="cpu" if sharded else info.device)
     H = policy.chunk_size
 
     # real data for the anchor: a fresh batch per PPO micro-batch
@@ -129,7 +133,7 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
 
     # envs: each rank owns its workers; rollouts in sim, evaluation in sim and real-proxy (rank 0)
     env = make_env(task_cfg, "sim", "rgb", num_envs=cfg.envs, seed=cfg.seed * 1000 + info.rank, backend=cfg.backend)
-    collector = RolloutCollector(env, policy, cfg.rl, rank=info.rank)
+    rollouts = RolloutPipeline(env, policy, cfg.rl, rank=info.rank)  # rl.overlap_update: rollout k+1 during update k
     trainer = PPOTrainer(policy, cfg.rl, real, info)
     if resume:
         trainer.load_state_dict(torch.load(resume / f"trainer_rank{info.rank}.pt", weights_only=False))
@@ -139,17 +143,18 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
 
     def evaluate(env_steps: float) -> dict[str, float]:
         row = {"env_steps": env_steps}
-        if info.is_main and cfg.eval_episodes > 0:
-            policy.eval()
-            for d in EVAL_DOMAINS:
-                if d not in eval_envs:
-                    eval_envs[d] = make_env(task_cfg, d, "rgb", num_envs=min(cfg.envs, cfg.eval_episodes),
-                                            seed=10_000, backend=cfg.backend)
-                r = evaluate_vec(eval_envs[d], policy, cfg.eval_episodes, seed=1_000_000, max_chunks=max_chunks)
-                row[f"eval/{d}_success"] = r["success_rate"]
-                log.info("iteration %d: %s success %.1f%% (95%% CI %.1f-%.1f%%)", trainer.iteration, d,
-                         100 * r["success_rate"], 100 * r["ci95"][0], 100 * r["ci95"][1])
-            policy.train()
+        with gathered(policy):  # every rank (fsdp2: one all-gather); rank 0 then samples without collectives
+            if info.is_main and cfg.eval_episodes > 0:
+                policy.eval()
+                for d in EVAL_DOMAINS:
+                    if d not in eval_envs:
+                        eval_envs[d] = make_env(task_cfg, d, "rgb", num_envs=min(cfg.envs, cfg.eval_episodes),
+                                                seed=10_000, backend=cfg.backend)
+                    r = evaluate_vec(eval_envs[d], policy, cfg.eval_episodes, seed=1_000_000, max_chunks=max_chunks)
+                    row[f"eval/{d}_success"] = r["success_rate"]
+                    log.info("iteration %d: %s success %.1f%% (95%% CI %.1f-%.1f%%)", trainer.iteration, d,
+                             100 * r["success_rate"], 100 * r["ci95"][0], 100 * r["ci95"][1])
+                policy.train()
         if info.world_size > 1:
             dist.barrier()
         return row
@@ -158,15 +163,25 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
     metrics = MetricsLogger(out, cfg.wandb, OmegaConf.to_container(OmegaConf.structured(cfg)),
                             resume=resume is not None) if info.is_main else None
     env_steps = metrics.rows[-1].get("env_steps", 0.0) if metrics and metrics.rows else 0.0
-    if trainer.iteration == 0 and metrics is not None:
-        metrics.log(0, evaluate(env_steps))
+    if trainer.iteration == 0:
+        row0 = evaluate(env_steps)  # every rank: evaluate() holds a barrier (and fsdp2's all-gather)
+        if metrics is not None:
+            metrics.log(0, row0)
     bar = tqdm(range(trainer.iteration, cfg.iterations), initial=trainer.iteration, total=cfg.iterations,
                desc="stage2", disable=not info.is_main, dynamic_ncols=True)
+
+    def drains_before(it: int) -> bool:  # checkpoints and evaluations see no rollout in flight (exact resume)
+        evaluates = cfg.eval_episodes > 0 and it % cfg.eval_every == 0
+        return evaluates or it % cfg.save_every == 0 or it >= cfg.iterations
+
+    last_update_end = None  # set while a rollout runs in the background: the next iteration's wall time starts there
     for _ in bar:
         t0 = time.perf_counter()
-        buffer, stats = collector.collect(trainer.iteration)
+        buffer, stats = rollouts.rollout(trainer.iteration, prefetch_next=not drains_before(trainer.iteration + 1))
         update = trainer.update(buffer)
-        wall = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        wall = t1 - (last_update_end or t0)  # evaluation and checkpoints (after a drain) are not loop time
+        last_update_end = t1 if rollouts.pending is not None else None
         roll = all_reduce_sum(asdict(stats) | {"wall_s": wall}, info)
         it = trainer.iteration
         env_steps += roll["env_steps"]
@@ -174,10 +189,11 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
             "env_steps": env_steps,
             "rollout/success": roll["successes"] / max(roll["episodes"], 1),
             "rollout/return": roll["episode_return_sum"] / max(roll["episodes"], 1),
-            # whole loop (rollout + update) vs the raw vector env, both in env-steps/s over all ranks
+            # env-steps/s over all ranks: the whole loop (iteration wall time; the rollout may have run during the
+            # previous update), the raw vector env (time inside env stepping), the rollout alone (its wall time)
             "perf/loop_sps": roll["env_steps"] / (roll["wall_s"] / info.world_size),
             "perf/env_sps": roll["env_steps"] / (roll["env_s"] / info.world_size),
-            "perf/rollout_sps": roll["env_steps"] / ((roll["env_s"] + roll["policy_s"]) / info.world_size),
+            "perf/rollout_sps": roll["env_steps"] / (roll["collect_s"] / info.world_size),
         }
         if it % cfg.eval_every == 0 or it == cfg.iterations:
             row |= evaluate(env_steps)
@@ -191,6 +207,7 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
                      ylabel="success rate (real_proxy = simulated stand-in for real)")
         metrics.plot(["train/pg_loss", "train/v_loss", "train/sft_loss"], name="losses", ylabel="loss")
         metrics.close()
+    rollouts.close()
     env.close()
     for e in eval_envs.values():
         e.close()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cotrain.rl.ppo_loss import explained_variance, normalize_advantages, policy_loss, value_loss
+from cotrain.rl.ppo_loss import behaviour_weight, explained_variance, normalize_advantages, policy_loss, value_loss
 
 
 def test_clipped_surrogate_by_hand():
@@ -22,6 +22,21 @@ def test_clipped_surrogate_by_hand():
     pg_loss.backward()
     # the clipped sample gets no gradient; d/dlogp of -r·A/3 is -r·A/3 for the others
     torch.testing.assert_close(new_logprob.grad, torch.tensor([0.0, -0.5 / 3, 1.1 / 3]))
+
+
+def test_decoupled_surrogate_by_hand():
+    # ratio r = π_θ/π_prox as in the clipped test; the behaviour policy had π_behav = π_prox·(1/2, 1, 1/4)
+    ratio = torch.tensor([1.5, 0.5, 1.1])
+    new_logprob = ratio.log().requires_grad_()
+    prox, behav = torch.zeros(3), torch.tensor([0.5, 1.0, 0.25]).log()
+    torch.testing.assert_close(behaviour_weight(prox, behav, cap=None), torch.tensor([2.0, 1.0, 4.0]))
+    weight = behaviour_weight(prox, behav, cap=2.0)  # w = min(π_prox/π_behav, 2) = (2, 1, 2)
+    pg_loss, stats = policy_loss(new_logprob, prox, torch.tensor([1.0, 1.0, -1.0]), 0.2, weight)
+    # w·min(r·A, clip(r)·A) = 2·1.2, 1·0.5, 2·(-1.1) → pg_loss = -(2.4 + 0.5 - 2.2)/3
+    assert pg_loss.item() == pytest.approx(-0.7 / 3)
+    assert stats.ratio_dev.item() == pytest.approx(0.5)  # the ratio is π_θ/π_prox, the weight does not enter it
+    pg_loss.backward()
+    torch.testing.assert_close(new_logprob.grad, torch.tensor([0.0, -0.5 / 3, 2 * 1.1 / 3]))
 
 
 def test_ratio_one_gives_zero_kl_and_clipfrac():

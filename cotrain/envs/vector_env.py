@@ -9,14 +9,21 @@
 All return raw cotrain observations as torch CPU tensors: {IMAGE_KEY: uint8 [N, H, W, 3] (rgb only),
 STATE_KEY: float32 [N, 8], "task": list[str]}. `step_chunk(actions[N, H, 7])` returns
 (obs, rewards [N, H], terminated [N], truncated [N], info) with info = {"success": bool [N] (at any step of the
-chunk), "steps": int [N], "final_obs": obs of the episodes that ended in the chunk (the current obs elsewhere)}.
+chunk), "steps": int [N], "step_s": float [N] (seconds each env spent inside its runner), "final_obs": obs of the
+episodes that ended in the chunk (the current obs elsewhere)}.
 Finished episodes' statistics (return, length, success, task, seed) accumulate until `pop_episode_stats()`.
+
+The serial and process envs also step a subset of envs on its own: `step_chunk_async(actions, envs)` sends the
+chunk to the envs in `envs` (a range) and returns at once; `step_chunk_wait(envs)` collects their results (the rows
+of `step_chunk`'s result for those envs). Stage II's collector steps one group of workers while it samples actions
+for another.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 import traceback
 from typing import Literal, Sequence
 
@@ -55,16 +62,31 @@ class _RunnerVectorEnv:
         return obs, rewards[:, 0], terminated, truncated, info
 
     def step_chunk(self, actions: torch.Tensor | np.ndarray, render_every_step: bool = False):
+        everything = range(self.num_envs)
+        self.step_chunk_async(actions, everything, render_every_step)
+        return self.step_chunk_wait(everything)
+
+    def step_chunk_async(self, actions: torch.Tensor | np.ndarray, envs: range,
+                         render_every_step: bool = False) -> None:
+        """Start chunk `actions` [len(envs), H, 7] in envs `envs` (a range); `step_chunk_wait(envs)` collects it."""
         actions = np.asarray(actions, dtype=np.float32)
-        if actions.ndim != 3 or actions.shape[0] != self.num_envs or actions.shape[2] != 7:
-            raise ValueError(f"step_chunk expects actions [num_envs={self.num_envs}, H, 7], got {actions.shape}")
-        results = self._step_chunks(actions, render_every_step)
+        if envs.step != 1 or not 0 <= envs.start < envs.stop <= self.num_envs:
+            raise ValueError(f"step_chunk_async: envs must be a contiguous range within 0..{self.num_envs}, got {envs}")
+        if actions.ndim != 3 or actions.shape[0] != len(envs) or actions.shape[2] != 7:
+            raise ValueError(f"step_chunk expects actions [{len(envs)} envs, H, 7], got {actions.shape}")
+        self._send_chunks(actions, envs, render_every_step)
+
+    def step_chunk_wait(self, envs: range):
+        """The `step_chunk` result of envs `envs`, whose chunk `step_chunk_async` started (rows in env order)."""
+        results, seconds = zip(*self._receive_chunks(envs))
         self._episodes += [r.episode for r in results if r.episode is not None]
         obs = collate_obs([r.obs for r in results])
-        self.instructions = obs[TASK_KEY]
+        if len(envs) == self.num_envs:
+            self.instructions = obs[TASK_KEY]
         info = {
             "success": torch.tensor([r.success for r in results]),
             "steps": torch.tensor([r.steps for r in results]),
+            "step_s": torch.tensor(seconds, dtype=torch.float64),
             "final_obs": collate_obs([r.final_obs if r.final_obs is not None else r.obs for r in results]),
         }
         return (obs, torch.from_numpy(np.stack([r.rewards for r in results])),
@@ -85,8 +107,18 @@ class _RunnerVectorEnv:
     def _reset(self, seeds: list[int | None]) -> list[dict]:
         raise NotImplementedError
 
-    def _step_chunks(self, actions: np.ndarray, render_every_step: bool) -> list[ChunkResult]:
+    def _send_chunks(self, actions: np.ndarray, envs: range, render_every_step: bool) -> None:
         raise NotImplementedError
+
+    def _receive_chunks(self, envs: range) -> list[tuple[ChunkResult, float]]:
+        """(result, seconds inside the runner) per env of `envs`."""
+        raise NotImplementedError
+
+
+def timed_chunk(runner: EnvRunner, actions: np.ndarray, render_every_step: bool) -> tuple[ChunkResult, float]:
+    start = time.perf_counter()
+    result = runner.step_chunk(actions, render_every_step)
+    return result, time.perf_counter() - start
 
 
 class SerialVectorEnv(_RunnerVectorEnv):
@@ -97,12 +129,16 @@ class SerialVectorEnv(_RunnerVectorEnv):
         super().__init__()
         self.num_envs = num_envs
         self.runners = [EnvRunner(task_cfg, domain, variation, obs_mode, worker_seed(seed, i)) for i in range(num_envs)]
+        self._pending: dict[int, tuple[np.ndarray, bool]] = {}
 
     def _reset(self, seeds):
         return [runner.reset(s) for runner, s in zip(self.runners, seeds)]
 
-    def _step_chunks(self, actions, render_every_step):
-        return [runner.step_chunk(a, render_every_step) for runner, a in zip(self.runners, actions)]
+    def _send_chunks(self, actions, envs, render_every_step):  # stepped when collected, one env after another
+        self._pending |= {i: (a, render_every_step) for i, a in zip(envs, actions)}
+
+    def _receive_chunks(self, envs):
+        return [timed_chunk(self.runners[i], *self._pending.pop(i)) for i in envs]
 
     def close(self) -> None:
         for runner in self.runners:
@@ -119,7 +155,7 @@ def _worker(conn, runner_args: tuple) -> None:
             if cmd == "reset":
                 conn.send(("ok", runner.reset(payload)))
             elif cmd == "chunk":
-                conn.send(("ok", runner.step_chunk(*payload)))
+                conn.send(("ok", timed_chunk(runner, *payload)))
             elif cmd == "close":
                 runner.close()
                 conn.send(("ok", None))
@@ -152,11 +188,12 @@ class ProcessVectorEnv(_RunnerVectorEnv):
             conn.send((cmd, payload))
         return self._gather()
 
-    def _gather(self) -> list:
-        answers = [conn.recv() for conn in self.conns]
+    def _gather(self, envs: range | None = None) -> list:
+        answers = [conn.recv() for conn in (self.conns if envs is None else self.conns[envs.start:envs.stop])]
         errors = [(i, msg) for i, (status, msg) in enumerate(answers) if status == "error"]
         if errors:
             i, msg = errors[0]
+            i += 0 if envs is None else envs.start
             self.close()
             raise RuntimeError(f"vector env worker {i} failed:\n{msg}")
         return [msg for _, msg in answers]
@@ -164,8 +201,12 @@ class ProcessVectorEnv(_RunnerVectorEnv):
     def _reset(self, seeds):
         return self._send_all("reset", seeds)
 
-    def _step_chunks(self, actions, render_every_step):
-        return self._send_all("chunk", [(a, render_every_step) for a in actions])
+    def _send_chunks(self, actions, envs, render_every_step):
+        for conn, a in zip(self.conns[envs.start:envs.stop], actions):
+            conn.send(("chunk", (a, render_every_step)))
+
+    def _receive_chunks(self, envs):
+        return self._gather(envs)
 
     def close(self) -> None:
         for conn, proc in zip(self.conns, self.procs):

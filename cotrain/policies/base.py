@@ -31,6 +31,9 @@ class Policy(nn.Module, ABC):
     chunk_size: int
     """H: actions per chunk."""
 
+    # Optional: `fsdp_units() -> dict[str, tuple[str, ...]]`, the FSDP2 shard units (submodule name -> its methods
+    # other than `forward` that code calls directly); default and rules in cotrain.rl.distributed.shard_units.
+
     @abstractmethod
     def sample(self, obs: Obs, explore: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Aux]:
         """Return (actions [B, H, A] in env units, logprob [B], value [B], aux).

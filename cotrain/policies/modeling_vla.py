@@ -54,6 +54,11 @@ class SmallVLAPolicy(Policy):
     def norm_stats(self) -> Stats:
         return self.normalizer.stats_dict()
 
+    def fsdp_units(self) -> dict[str, tuple[str, ...]]:
+        """FSDP2 shard units (cotrain.rl.distributed.shard_units): each trunk block, and the head's decoder, whose
+        cross-attention keys/values `memory_kv` computes outside its forward."""
+        return {f"trunk.{i}": () for i in range(len(self.trunk))} | {"head.decoder": ("memory_kv",)}
+
     def encode(self, obs: Obs, augment: bool = False) -> Context:
         """Trunk context of a raw observation; `augment` (training only) randomly shifts the images first."""
         image, state, tasks = obs_tensors(obs, self.spec, self.device)

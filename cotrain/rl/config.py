@@ -57,9 +57,24 @@ class RLConfig:
     """Pass-through to DDP. True: parameters outside both `evaluate` and `sft_loss` (e.g. a Flow-Noise network kept
     in a Flow-SDE policy) are allowed, at the cost of one graph traversal per micro-batch; False is faster when
     every trainable parameter is used (DDP then raises on the second iteration if one is not)."""
+    data_parallel: str = "ddp"
+    """Multi-rank training (torchrun): "ddp" replicates the policy and all-reduces gradients; "fsdp2" shards
+    parameters, gradients and optimizer state over ranks (FSDP2 `fully_shard`) for a policy too large for one GPU."""
+    rollout_groups: int = 2
+    """The rollout steps the envs in this many groups in turn (each env in one group when there are fewer envs):
+    while one group's workers run a chunk, actions are sampled for the next group. 1: all envs step together, as
+    do envs that cannot step a subset of envs (`cotrain.rl.vec_env.steps_groups`: toy envs)."""
+    overlap_update: bool = True
+    """Collect rollout k+1 in a background thread with a frozen copy of the weights from before update k while
+    update k runs (one update of policy lag, corrected by decoupled PPO: `behav_weight_cap`). False: collect,
+    then update. The pipeline drains at checkpoints and evaluations (see cotrain/rl/pipeline.py)."""
+    behav_weight_cap: float | None = 2.0
+    """Decoupled PPO (Hilton et al. 2021): the surrogate is weighted by π_prox/π_behav, truncated at this value
+    (V-trace's ρ̄); None: untruncated. Only lagged rollouts (overlap_update) have weights other than 1."""
 
     def __post_init__(self) -> None:
-        positive_ints = ("num_steps", "update_epochs", "num_minibatches", "micro_batches", "real_batch_size")
+        positive_ints = ("num_steps", "update_epochs", "num_minibatches", "micro_batches", "real_batch_size",
+                         "rollout_groups")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"rl.{name} must be >= 1, got {getattr(self, name)}")
@@ -73,5 +88,9 @@ class RLConfig:
         for name in ("clip_coef", "huber_delta", "max_grad_norm", "adam_eps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"rl.{name} must be > 0, got {getattr(self, name)}")
+        if self.data_parallel not in ("ddp", "fsdp2"):
+            raise ValueError(f"rl.data_parallel must be ddp|fsdp2, got {self.data_parallel!r}")
         if self.vf_clip_coef is not None and self.vf_clip_coef <= 0:
             raise ValueError(f"rl.vf_clip_coef must be > 0 or None, got {self.vf_clip_coef}")
+        if self.behav_weight_cap is not None and self.behav_weight_cap < 1:
+            raise ValueError(f"rl.behav_weight_cap must be >= 1 or None, got {self.behav_weight_cap}")

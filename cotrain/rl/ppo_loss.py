@@ -25,15 +25,28 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
     return (advantages - advantages.mean()) / (advantages.std() + eps)
 
 
+def behaviour_weight(prox_logprob: torch.Tensor, behav_logprob: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """Decoupled PPO's importance weight w = min(π_prox(a|s) / π_behav(a|s), c̄) (Hilton et al. 2021, truncated as
+    V-trace's ρ̄): corrects for actions sampled by older weights (π_behav) than the update starts from (π_prox)."""
+    weight = (prox_logprob - behav_logprob).exp()
+    return weight if cap is None else weight.clamp(max=cap)
+
+
 def policy_loss(
-    new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor, clip_coef: float
+    new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor, clip_coef: float,
+    weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, RatioStats]:
-    """Clipped surrogate: pg_loss = −E[min(r·Â, clip(r, 1−ε, 1+ε)·Â)], r = π_θ(a|s) / π_old(a|s)."""
+    """Clipped surrogate: pg_loss = −E[w·min(r·Â, clip(r, 1−ε, 1+ε)·Â)], r = π_θ(a|s) / π_old(a|s).
+
+    PPO: π_old is the rollout's policy and w = 1. Decoupled PPO: π_old is the proximal policy (the weights the
+    update started from) and w = `behaviour_weight(...)`; the two coincide when the rollout used those weights.
+    """
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()  # r_t(θ) = exp(log π_θ − log π_old)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-    pg_loss = torch.max(pg_loss1, pg_loss2).mean()  # −min(a, b) = max(−a, −b)
+    pg_loss = torch.max(pg_loss1, pg_loss2)  # −min(a, b) = max(−a, −b)
+    pg_loss = (pg_loss if weight is None else weight * pg_loss).mean()
     with torch.no_grad():
         stats = RatioStats(
             approx_kl=((ratio - 1) - logratio).mean(),

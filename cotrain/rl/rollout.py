@@ -1,12 +1,16 @@
 """Rollouts: the buffer of T chunks x N envs, and the collector that fills it from a vector env.
 
 The collector only acts and records; GAE (`gae.py`) turns the record into advantages, PPO (`trainer.py`) learns.
+It steps the envs in groups (`rl.rollout_groups`): while group g's workers run their chunk, it samples the next
+chunk of group g+1, so sampling hides behind env stepping. Sampling draws from the collector's own RNG stream,
+seeded by (seed, rank, iteration): a rollout is a function of the weights and the iteration only.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +19,47 @@ import torch
 from cotrain.policies.base import Policy
 from cotrain.rl.config import RLConfig
 from cotrain.rl.gae import compute_gae
-from cotrain.rl.vec_env import Obs, VecEnv, check_step, obs_rows, obs_to_torch
+from cotrain.rl.vec_env import GroupStepper, Obs, VecEnv, cat_obs, obs_rows, obs_to_torch, steps_groups
+
+RNG_LOCK = threading.Lock()
+"""Held while drawing from torch's global generators when a rollout may run in another thread (the learner's
+forward passes; the collector's sampling, inside its `RNGStream`)."""
+
+
+class RNGStream:
+    """A private stream of torch's global generators (CPU, and the device's CUDA one), swapped in under RNG_LOCK.
+
+    Policies draw from the global generators; two threads drawing at once would interleave nondeterministically.
+    Inside `with stream:` this thread draws from the stream's own state, and no other thread draws meanwhile.
+    """
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.state = self._get()
+
+    def seed(self, seed: int) -> None:
+        cuda = torch.Generator(self.device).manual_seed(seed).get_state() if self.cuda else None
+        self.state = (torch.Generator().manual_seed(seed).get_state(), cuda)
+
+    def _get(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
+
+    def _set(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        torch.set_rng_state(state[0])
+        if self.cuda:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    def __enter__(self) -> "RNGStream":
+        RNG_LOCK.acquire()
+        self._saved = self._get()
+        self._set(self.state)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.state = self._get()
+        self._set(self._saved)
+        RNG_LOCK.release()
 
 
 @dataclass
@@ -25,9 +69,12 @@ class Batch:
     obs: Obs
     aux: dict[str, torch.Tensor]
     logprobs: torch.Tensor
+    """log π_behav(a|s): the weights that sampled the rollout."""
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    prox_logprobs: torch.Tensor
+    """log π_prox(a|s): the weights the update starts from (`flatten` fills in `logprobs`; the trainer re-scores)."""
 
     def __len__(self) -> int:
         return self.logprobs.shape[0]
@@ -43,6 +90,7 @@ class Batch:
             values=take(self.values),
             advantages=take(self.advantages),
             returns=take(self.returns),
+            prox_logprobs=take(self.prox_logprobs),
         )
 
 
@@ -124,12 +172,24 @@ class RolloutBuffer:
             values=flat(self.values),
             advantages=flat(self.advantages),
             returns=flat(self.returns),
+            prox_logprobs=flat(self.logprobs),
         )
 
 
 def reset_seeds(seed: int, rank: int, iteration: int, num_envs: int) -> list[int]:
     """Per-env reset seeds for (run seed, rank, iteration): distinct per env, rank and iteration, reproducible."""
     return [int(s) for s in np.random.SeedSequence([seed, rank, iteration]).generate_state(num_envs)]
+
+
+def sampling_seed(seed: int, rank: int, iteration: int) -> int:
+    """Seed of rollout `iteration`'s sampling stream on `rank` (independent of the reset seeds)."""
+    return int(np.random.SeedSequence([seed, rank, iteration, 1]).generate_state(1)[0])
+
+
+def env_groups(num_envs: int, groups: int) -> list[range]:
+    """min(groups, num_envs) contiguous ranges of envs of (nearly) equal size."""
+    bounds = np.linspace(0, num_envs, min(groups, num_envs) + 1).round().astype(int)
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 @dataclass
@@ -142,13 +202,35 @@ class RolloutStats:
     env_steps: float = 0.0
     """N·H per chunk: control steps the policy chose (an episode ending inside a chunk runs fewer)."""
     env_s: float = 0.0
-    """Wall-clock seconds inside `env.step_chunk` (this rank)."""
+    """Seconds the envs spent stepping: per chunk, the slowest env's time inside its runner when the env reports it
+    (info["step_s"]), else the time spent waiting for the env's results. N·H·T / env_s is the raw env rate."""
     policy_s: float = 0.0
-    """Wall-clock seconds sampling actions and bootstrap values (this rank; includes the GPU→CPU copy)."""
+    """Seconds sampling actions and bootstrap values (this rank; includes the GPU→CPU copy)."""
+    collect_s: float = 0.0
+    """Wall-clock seconds of the whole rollout (env stepping and sampling overlap when rl.rollout_groups > 1)."""
+
+
+@dataclass
+class _Chunk:
+    """One group's chunk t: the obs it was chosen from, the policy's output, what followed."""
+
+    obs: Obs
+    actions: torch.Tensor
+    logprob: torch.Tensor
+    value: torch.Tensor
+    aux: dict[str, torch.Tensor]
+    outcome: tuple = field(default=())
+    """(reward [n], terminated, truncated, final_value, success) once stepped."""
 
 
 class RolloutCollector:
-    """Steps `env` with `policy.sample(explore=True)` for T chunks and records them in a RolloutBuffer."""
+    """Steps `env` with `policy.sample(explore=True)` for T chunks and records them in a RolloutBuffer.
+
+    The envs are split into `rl.rollout_groups` groups when the env can step a subset (`steps_groups`; otherwise
+    one group: grouping would only reorder the work); per chunk and group: wait for the group's results, sample
+    and send its next chunk, then compute its bootstrap values. The buffer does not depend on the grouping except
+    through the order of sampling draws (identical for a deterministic policy).
+    """
 
     def __init__(
         self, env: VecEnv, policy: Policy, cfg: RLConfig, rank: int = 0, storage_device: torch.device | str = "cpu"
@@ -157,49 +239,77 @@ class RolloutCollector:
         self.storage_device = storage_device
         self.num_envs = env.num_envs
         self.chunk_size = policy.chunk_size
+        self.groups = env_groups(self.num_envs, cfg.rollout_groups if steps_groups(env) else 1)
+        self.rng = RNGStream(next(policy.parameters()).device)
         self.next_obs: Obs | None = None
         self.episode_return = torch.zeros(self.num_envs)
 
     def value_of(self, obs: Obs) -> torch.Tensor:
         """V(obs) through the Policy interface (deterministic sample; a `value` method would be cheaper)."""
-        return self.policy.sample(obs, explore=False)[2]
+        with self.rng:
+            return self.policy.sample(obs, explore=False)[2].float().cpu()
+
+    def _act(self, stepper: GroupStepper, g: int, obs: Obs, stats: RolloutStats) -> _Chunk:
+        """Sample group g's next chunk and send it to the envs."""
+        t0 = time.perf_counter()
+        with self.rng:
+            actions, logprob, value, aux = self.policy.sample(obs, explore=True)
+        chunk = _Chunk(obs, actions.detach().float().cpu(), logprob, value, aux)
+        stats.policy_s += time.perf_counter() - t0
+        stepper.submit(g, chunk.actions)
+        return chunk
+
+    def _record(self, buffer: RolloutBuffer, chunks: list[_Chunk], stats: RolloutStats) -> torch.Tensor:
+        """Add chunk t of every group to the buffer and the episode statistics; returns `done` [N]."""
+        reward, terminated, truncated, final_value, success = (torch.cat(x) for x in zip(*(c.outcome for c in chunks)))
+        aux = {k: torch.cat([c.aux[k] for c in chunks]) for k in chunks[0].aux}
+        logprob, value = (torch.cat([getattr(c, k) for c in chunks]) for k in ("logprob", "value"))
+        buffer.add(cat_obs([c.obs for c in chunks]), aux, logprob, value, reward, terminated, truncated, final_value)
+        done = terminated | truncated
+        self.episode_return += reward
+        stats.episodes += float(done.sum())
+        stats.successes += float((success & done).sum())
+        stats.episode_return_sum += float(self.episode_return[done].sum())
+        stats.env_steps += self.num_envs * self.chunk_size
+        self.episode_return[done] = 0.0
+        return done
 
     @torch.no_grad()
     def collect(self, iteration: int) -> tuple[RolloutBuffer, RolloutStats]:
-        cfg, N = self.cfg, self.num_envs
+        cfg, N, start = self.cfg, self.num_envs, time.perf_counter()
+        self.rng.seed(sampling_seed(cfg.seed, self.rank, iteration))
         if cfg.reset_every_iteration or self.next_obs is None:
             self.next_obs = obs_to_torch(self.env.reset(seeds=reset_seeds(cfg.seed, self.rank, iteration, N)))
             self.episode_return.zero_()
-        obs = self.next_obs
         buffer = RolloutBuffer(cfg.num_steps, N, self.storage_device)
         stats = RolloutStats()
-        for _ in range(cfg.num_steps):
-            t0 = time.perf_counter()
-            actions, logprob, value, aux = self.policy.sample(obs, explore=True)
-            actions = actions.detach().float().cpu()
-            t1 = time.perf_counter()
-            next_obs, reward, terminated, truncated, info = check_step(self.env.step_chunk(actions), N, self.chunk_size)
-            t2 = time.perf_counter()
-            reward = reward.sum(dim=1)  # r_t of a chunk = Σ_h r_{t,h}
-            bootstrap = truncated & ~terminated
-            final_value = torch.zeros(N)
-            if bootstrap.any():
-                final_value[bootstrap] = self.value_of(obs_rows(info["final_obs"], bootstrap)).float().cpu()
-            stats.policy_s += (t1 - t0) + (time.perf_counter() - t2)
-            stats.env_s += t2 - t1
-            buffer.add(obs, aux, logprob, value, reward, terminated, truncated, final_value)
-            done = terminated | truncated
-            self.episode_return += reward
-            stats.episodes += float(done.sum())
-            stats.successes += float((info["success"] & done).sum())
-            stats.episode_return_sum += float(self.episode_return[done].sum())
-            stats.env_steps += N * self.chunk_size
-            self.episode_return[done] = 0.0
-            obs = next_obs
-        self.next_obs = obs
+        stepper = GroupStepper(self.env, self.groups, self.chunk_size)
+        obs = [obs_rows(self.next_obs, torch.arange(r.start, r.stop)) for r in self.groups]
+        chunks = [self._act(stepper, g, obs[g], stats) for g in range(len(self.groups))]
+        for t in range(cfg.num_steps):
+            following, waits, step_s = [], [], []
+            for g, chunk in enumerate(chunks):
+                t0 = time.perf_counter()
+                obs[g], reward, terminated, truncated, info = stepper.result(g)
+                waits.append(time.perf_counter() - t0)
+                step_s.append(float(info["step_s"].max()) if "step_s" in info else None)
+                if t + 1 < cfg.num_steps:  # keep this group's workers busy before anything else
+                    following.append(self._act(stepper, g, obs[g], stats))
+                t0 = time.perf_counter()
+                bootstrap = truncated & ~terminated  # V(final obs) only where the time limit cut the episode
+                final_value = torch.zeros(len(bootstrap))
+                if bootstrap.any():
+                    final_value[bootstrap] = self.value_of(obs_rows(info["final_obs"], bootstrap))
+                stats.policy_s += time.perf_counter() - t0
+                chunk.outcome = (reward.sum(dim=1), terminated, truncated, final_value, info["success"])  # Σ_h r_{t,h}
+            stats.env_s += max(step_s) if None not in step_s else sum(waits)  # type: ignore[type-var]
+            done = self._record(buffer, chunks, stats)
+            chunks = following
+        self.next_obs = cat_obs(obs)
         # V(s_T) is read only for envs whose episode goes on (with reset_every_iteration all usually end at T)
         t0 = time.perf_counter()
-        last_value = torch.zeros(N) if bool(done.all()) else self.value_of(obs).float().cpu()
+        last_value = torch.zeros(N) if bool(done.all()) else self.value_of(self.next_obs)
         stats.policy_s += time.perf_counter() - t0
         buffer.compute_returns(last_value, cfg.gamma, cfg.gae_lambda)
+        stats.collect_s = time.perf_counter() - start
         return buffer, stats

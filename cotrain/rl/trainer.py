@@ -3,24 +3,30 @@
     for each epoch: shuffle the rollout; for each minibatch: zero grads, for each micro-batch:
         draw a fresh real batch; one DDP forward (evaluate + sft_loss); loss (one line); one backward
     then clip the global grad norm and step AdamW (value head at its own lr).
+
+Decoupled PPO (Hilton et al. 2021), so a rollout may lag the learner (rl.overlap_update: sampled by the weights
+from before the previous update): before the first step, `evaluate` re-scores the rollout under the current weights
+(the proximal policy π_prox) over the first epoch's micro-batches, so the first forward repeats it exactly and the
+ratio π_θ/π_prox is exactly 1 before any step. The surrogate is weighted by min(π_prox/π_behav, rl.behav_weight_cap).
+Without lag π_prox = π_behav up to kernel rounding across batch sizes (`behav_ratio_dev` shows how close).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from cotrain.policies.base import Policy
 from cotrain.policies.checkpoint import apply_rng, capture_rng
 from cotrain.rl.config import RLConfig
-from cotrain.rl.distributed import DistInfo, all_reduce_mean, wrap_step
-from cotrain.rl.ppo_loss import explained_variance, normalize_advantages, policy_loss, value_loss
-from cotrain.rl.rollout import Batch, RolloutBuffer
+from cotrain.rl.distributed import (
+    DistInfo, all_reduce_mean, clip_grad_norm, grad_sync, load_local_optimizer_state, local_optimizer_state, wrap_step,
+)
+from cotrain.rl.ppo_loss import behaviour_weight, explained_variance, normalize_advantages, policy_loss, value_loss
+from cotrain.rl.rollout import RNG_LOCK, Batch, RolloutBuffer
 
 RealBatches = Iterator[dict[str, Any]]
 
@@ -54,7 +60,7 @@ class PPOTrainer:
                 f"rl.beta={cfg.beta} needs real batches for the anchor; pass real_batches or set rl.beta=0"
             )
         self.policy, self.cfg, self.real_batches, self.dist = policy, cfg, real_batches, dist
-        self.step_module = wrap_step(policy, dist, cfg.ddp_find_unused_parameters)
+        self.step_module = wrap_step(policy, dist, cfg.ddp_find_unused_parameters, cfg.data_parallel)
         self.optimizer = make_optimizer(policy, cfg)
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + dist.rank)
         self.iteration = 0
@@ -69,23 +75,39 @@ class PPOTrainer:
         cfg, dev = self.cfg, self.device
         real_batch = next(self.real_batches) if self.real_batches is not None else None
         aux = {k: v.to(dev) for k, v in mb.aux.items()}
-        new_logprob, entropy, new_value, sft = self.step_module(mb.obs, aux, real_batch, cfg.beta > 0)
-        pg_loss, ratio = policy_loss(new_logprob, mb.logprobs.to(dev), mb.advantages.to(dev), cfg.clip_coef)
+        with RNG_LOCK:  # a rollout in another thread samples from its own RNG stream meanwhile
+            new_logprob, entropy, new_value, sft = self.step_module(mb.obs, aux, real_batch, cfg.beta > 0)
+        prox_logprob = mb.prox_logprobs.to(dev)
+        weight = behaviour_weight(prox_logprob, mb.logprobs.to(dev), cfg.behav_weight_cap)  # 1 without lag
+        pg_loss, ratio = policy_loss(new_logprob, prox_logprob, mb.advantages.to(dev), cfg.clip_coef, weight)
         v_loss = value_loss(new_value, mb.values.to(dev), mb.returns.to(dev), cfg.vf_clip_coef, cfg.huber_delta)
         entropy = entropy.mean()
         sft_loss = sft if sft is not None else torch.zeros((), device=dev)
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy + cfg.beta * sft_loss
         (loss * loss_scale).backward()
-        terms = {"loss": loss, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy}
+        terms = {"loss": loss, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy, "behav_weight": weight.mean()}
         if sft is not None:
             terms["sft_loss"] = sft_loss
         terms |= {"approx_kl": ratio.approx_kl, "clipfrac": ratio.clipfrac, "ratio_dev": ratio.ratio_dev}
         return {k: v.detach() for k, v in terms.items()}
 
-    def _no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
-        if sync or not isinstance(self.step_module, DistributedDataParallel):
-            return contextlib.nullcontext()
-        return self.step_module.no_sync()
+    def minibatches(self, perm: torch.Tensor) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
+        """One epoch's minibatches: (rows of the batch, its micro-batches as positions within the minibatch)."""
+        for mb_index in torch.tensor_split(perm, self.cfg.num_minibatches):
+            yield mb_index, torch.tensor_split(torch.arange(len(mb_index)), self.cfg.micro_batches)
+
+    @torch.no_grad()
+    def proximal_logprobs(self, batch: Batch, perm: torch.Tensor) -> torch.Tensor:
+        """log π_prox: `evaluate` under the current weights, over the micro-batches the first epoch will use."""
+        prox = torch.empty_like(batch.logprobs)
+        for mb_index, micros in self.minibatches(perm):
+            for micro_index in micros:
+                index = mb_index[micro_index]
+                rows = batch.rows(index)
+                with RNG_LOCK:
+                    logprob = self.policy.evaluate(rows.obs, {k: v.to(self.device) for k, v in rows.aux.items()})[0]
+                prox[index] = logprob.to(prox.device, prox.dtype)
+        return prox
 
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """PPO epochs over one rollout; returns metrics averaged over micro-batches and reduced over ranks."""
@@ -97,31 +119,34 @@ class PPOTrainer:
                 f"rollout has {len(batch)} chunks on rank {self.dist.rank}, fewer than "
                 f"rl.num_minibatches*rl.micro_batches = {n_mb}*{n_micro}"
             )
+        perms = [torch.randperm(len(batch), generator=self.generator) for _ in range(cfg.update_epochs)]
+        batch.prox_logprobs = self.proximal_logprobs(batch, perms[0])
+        behav_ratio_dev = ((batch.prox_logprobs - batch.logprobs).exp() - 1).abs().max()  # lag (or rounding)
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         grad_norms, n_terms, n_steps = [], 0, 0
         initial_ratio_dev = torch.tensor(float("nan"))
-        for _epoch in range(cfg.update_epochs):
-            perm = torch.randperm(len(batch), generator=self.generator)
-            for mb_index in torch.tensor_split(perm, n_mb):
+        for perm in perms:
+            for mb_index, micros in self.minibatches(perm):
                 mb = batch.rows(mb_index)
                 if cfg.norm_adv:
                     mb.advantages = normalize_advantages(mb.advantages)
                 self.optimizer.zero_grad(set_to_none=True)
-                for k, micro_index in enumerate(torch.tensor_split(torch.arange(len(mb)), n_micro)):
-                    with self._no_sync(sync=k == n_micro - 1):
+                for k, micro_index in enumerate(micros):
+                    with grad_sync(self.step_module, sync=k == n_micro - 1):
                         terms = self.backward_micro_batch(mb.rows(micro_index), loss_scale=1.0 / n_micro)
                     if n_steps == 0 and k == 0:
                         initial_ratio_dev = terms["ratio_dev"]  # before any update: must be 0
                     for name, value in terms.items():
                         sums[name] += value  # tensors: no device sync per micro-batch
                     n_terms += 1
-                grad_norms.append(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm))
+                grad_norms.append(clip_grad_norm(self.policy.parameters(), cfg.max_grad_norm))
                 self.optimizer.step()
                 n_steps += 1
         self.iteration += 1
         metrics = {k: float(v) / n_terms for k, v in sums.items() if k != "ratio_dev"}
         metrics["grad_norm"] = float(torch.stack(grad_norms).mean())  # before clipping
         metrics["initial_ratio_dev"] = float(initial_ratio_dev)
+        metrics["behav_ratio_dev"] = float(behav_ratio_dev)
         metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
         return all_reduce_mean(metrics, self.dist)
 
@@ -130,7 +155,7 @@ class PPOTrainer:
         real = self.real_batches
         return {
             "iteration": self.iteration,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": local_optimizer_state(self.optimizer),  # fsdp2: this rank's shards
             "generator": self.generator.get_state(),
             "rng": capture_rng(),
             "real_batches": real.state_dict() if hasattr(real, "state_dict") else None,
@@ -138,7 +163,7 @@ class PPOTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iteration = state["iteration"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_local_optimizer_state(self.optimizer, state["optimizer"])
         self.generator.set_state(state["generator"])
         if state["rng"]["cuda"] and not torch.cuda.is_available():
             raise RuntimeError("resume: the checkpoint holds CUDA RNG state but CUDA is not available")

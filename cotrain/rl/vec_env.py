@@ -15,6 +15,10 @@ Any object with these members works (the ManiSkill worker pool, a toy env in tes
             episode, the other rows equal `obs`.
         info["success"]: bool [N]; for an ended env, whether the ended episode succeeded (other rows: anything).
     close() -> None
+Optional, for stepping groups of envs in turn (`GroupStepper`; `cotrain.envs.vector_env` has them):
+    step_chunk_async(actions [len(envs), H, A], envs: range) -> None: start the chunk in envs `envs` only.
+    step_chunk_wait(envs: range) -> StepResult: their rows of a `step_chunk` result; info may add "step_s" float [n],
+        the seconds each env spent stepping (without waiting for actions or pipes).
 
 obs = {IMAGE_KEY: uint8 [N, h, w, 3], STATE_KEY: float32 [N, S], TASK_KEY: list[str] of length N} (torch
 tensors or numpy arrays; see `cotrain.policies.base`). `cotrain.envs.vector_env` implements this contract.
@@ -80,3 +84,56 @@ def check_step(result: StepResult, num_envs: int, chunk_size: int) -> StepResult
         raise ValueError("step_chunk: reward contains NaN or inf")
     info = dict(info, final_obs=obs_to_torch(info["final_obs"]), success=success.bool().cpu())
     return obs_to_torch(obs), reward.float().cpu(), terminated.cpu(), truncated.cpu(), info
+
+
+def cat_obs(parts: Sequence[Obs]) -> Obs:
+    """Concatenate batched obs dicts along the env dimension (lists of strings are joined)."""
+    return {k: sum((p[k] for p in parts), []) if isinstance(parts[0][k], list) else torch.cat([p[k] for p in parts])
+            for k in parts[0]}
+
+
+def step_rows(result: StepResult, envs: range) -> StepResult:
+    """Rows `envs` of a `step_chunk` result (info's batched tensors and final_obs included)."""
+    index = torch.arange(envs.start, envs.stop)
+    obs, reward, terminated, truncated, info = result
+    info = {k: obs_rows(v, index) if k == "final_obs" else v[index] if torch.is_tensor(v) else v
+            for k, v in info.items()}
+    return obs_rows(obs, index), reward[index], terminated[index], truncated[index], info
+
+
+def steps_groups(env: VecEnv) -> bool:
+    """Whether `env` can step a subset of its envs on its own (`step_chunk_async` / `step_chunk_wait`)."""
+    return hasattr(env, "step_chunk_async") and hasattr(env, "step_chunk_wait")
+
+
+class GroupStepper:
+    """Steps `env` in groups of envs: `submit(g, actions)` starts group g's chunk, `result(g)` returns its rows.
+
+    Envs with `step_chunk_async`/`step_chunk_wait` step each group on its own: group g's workers run while the caller
+    samples actions for another group. Any other VecEnv steps all envs in one `step_chunk` at the first `result`
+    after every group has submitted (the same results, without the overlap).
+    """
+
+    def __init__(self, env: VecEnv, groups: Sequence[range], chunk_size: int):
+        self.env, self.groups, self.chunk_size = env, list(groups), chunk_size
+        self.native = steps_groups(env)
+        self.pending: dict[int, torch.Tensor] = {}
+        self.ready: dict[int, StepResult] = {}
+
+    def submit(self, g: int, actions: torch.Tensor) -> None:
+        if self.native:
+            self.env.step_chunk_async(actions, self.groups[g])  # type: ignore[attr-defined]
+        else:
+            self.pending[g] = actions
+
+    def result(self, g: int) -> StepResult:
+        envs = self.groups[g]
+        if self.native:
+            return check_step(self.env.step_chunk_wait(envs), len(envs), self.chunk_size)  # type: ignore[attr-defined]
+        if g not in self.ready:
+            if len(self.pending) != len(self.groups):
+                raise RuntimeError(f"GroupStepper: result({g}) before every group submitted (have {sorted(self.pending)})")
+            actions = torch.cat([self.pending.pop(i) for i in range(len(self.groups))])
+            full = check_step(self.env.step_chunk(actions), self.env.num_envs, self.chunk_size)
+            self.ready = {i: step_rows(full, r) for i, r in enumerate(self.groups)}
+        return self.ready.pop(g)
