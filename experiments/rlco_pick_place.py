@@ -58,19 +58,25 @@ def main():
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-5, help="policy lr (RLinf's 5e-6 is for a 3B-parameter VLA)")
     p.add_argument("--value-lr", type=float, default=3e-4)
+    p.add_argument("--init", default=None, help="a Stage I checkpoint to start from (skips Stage I and the sim demos)")
+    p.add_argument("--critic-warmup", type=int, default=0, help="rl.critic_warmup_iterations")
+    p.add_argument("--overlap", choices=["on", "off"], default="on", help="rl.overlap_update")
     p.add_argument("--out", default="runs/exp_rlco")
     a = p.parse_args()
     out = Path(a.out)
     task_cfg = load_task_config("pick_place")
     policy = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/policy" / f"{a.policy}.yaml").read_text())
     H = policy["chunk_size"]
-    sim = demos(task_cfg, "sim", a.sim, 0, a.workers)
     real = demos(task_cfg, "real_proxy", a.real, 50_000, a.workers)
     t = time.time()
-    ckpt = train_stage1(Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=64),
-                                     wandb=WandbConfig("disabled"), steps=a.stage1_steps, log_every=100,
-                                     save_every=a.stage1_steps, out=str(out / "stage1"), device="auto"),
-                        real=[ChunkDataset(real, H)], sim=[ChunkDataset(sim, H)])
+    if a.init:
+        ckpt = Path(a.init)
+    else:
+        sim = demos(task_cfg, "sim", a.sim, 0, a.workers)
+        ckpt = train_stage1(Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=64),
+                                         wandb=WandbConfig("disabled"), steps=a.stage1_steps, log_every=100,
+                                         save_every=a.stage1_steps, out=str(out / "stage1"), device="auto"),
+                            real=[ChunkDataset(real, H)], sim=[ChunkDataset(sim, H)])
     results = {"args": vars(a), "stage1_s": time.time() - t, "stage2": {}}
     print(f"[stage1] {a.stage1_steps} steps in {results['stage1_s']:.0f}s", flush=True)
     import dataclasses
@@ -79,7 +85,9 @@ def main():
     for beta in a.betas:
         t = time.time()
         run = out / f"stage2_beta{beta}"
-        cfg = Stage2Config(init=str(ckpt), task=task_dict, rl=RLConfig(beta=beta, lr=a.lr, value_lr=a.value_lr), wandb=WandbConfig("disabled"),
+        cfg = Stage2Config(init=str(ckpt), task=task_dict, rl=RLConfig(beta=beta, lr=a.lr, value_lr=a.value_lr,
+                                                                     overlap_update=a.overlap == "on",
+                                                                     critic_warmup_iterations=a.critic_warmup), wandb=WandbConfig("disabled"),
                            envs=a.envs, iterations=a.iterations, eval_every=a.iterations, eval_episodes=a.eval_episodes,
                            save_every=a.iterations, out=str(run), device="auto", real_in_memory=True)
         train_stage2(cfg, real_dataset=ChunkDataset(real, H))

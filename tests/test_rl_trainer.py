@@ -58,6 +58,21 @@ def test_value_head_has_its_own_learning_rate():
     assert len(groups["policy"]["params"]) + len(groups["value"]["params"]) == n_all
 
 
+def test_critic_warmup_moves_only_the_value_head_then_the_policy_too():
+    torch.manual_seed(0)
+    policy = ToyPolicy(chunk_size=H)
+    cfg = RLConfig(num_steps=4, beta=0.2, lr=1e-2, value_lr=1e-2, critic_warmup_iterations=1)
+    real = RealBatchStream(ToyRealDataset(16, H), cfg.real_batch_size, seed=0)
+    trainer = PPOTrainer(policy, cfg, real)
+    actor = lambda: torch.cat([p.detach().flatten() for n, p in policy.named_parameters()  # noqa: E731
+                               if not n.startswith("value_head.")])
+    before_actor, before_value = actor(), policy.value_head.weight.detach().clone()
+    trainer.update(rollout(policy, cfg))  # warm-up: value loss only (the anchor is off too)
+    assert torch.equal(actor(), before_actor) and not torch.equal(policy.value_head.weight, before_value)
+    trainer.update(rollout(policy, cfg, iteration=1))
+    assert not torch.equal(actor(), before_actor)
+
+
 def test_value_prefix_matching_nothing_is_refused():
     with pytest.raises(ValueError, match="rl.value_param_prefix='critic.'.*ToyPolicy"):
         make_optimizer(ToyPolicy(chunk_size=H), RLConfig(value_param_prefix="critic."))

@@ -35,6 +35,11 @@ class RLConfig:
     """Weight of the value loss."""
     ent_coef: float = 0.0
     """Weight of the entropy bonus (the policy's `evaluate` entropy; heads without one return zeros)."""
+    critic_warmup_iterations: int = 0
+    """First updates that train only the value head: the policy-gradient, entropy and anchor terms are weighted 0
+    and every parameter outside the value head gets learning rate 0 (the value loss would otherwise move the shared
+    trunk). A fresh value head's advantages are noise, and PPO on them first degrades a good Stage I policy
+    (RLinf's critic warm-up)."""
     beta: float = 0.2
     """β: weight of the SFT loss on a fresh real batch per micro-batch (the anchor). 0 turns the anchor off."""
     real_batch_size: int = 32
@@ -73,6 +78,8 @@ class RLConfig:
     (V-trace's ρ̄); None: untruncated. Only lagged rollouts (overlap_update) have weights other than 1."""
 
     def __post_init__(self) -> None:
+        if self.critic_warmup_iterations < 0:
+            raise ValueError(f"rl.critic_warmup_iterations must be >= 0, got {self.critic_warmup_iterations}")
         positive_ints = ("num_steps", "update_epochs", "num_minibatches", "micro_batches", "real_batch_size",
                          "rollout_groups")
         for name in positive_ints:

@@ -83,7 +83,8 @@ class PPOTrainer:
         v_loss = value_loss(new_value, mb.values.to(dev), mb.returns.to(dev), cfg.vf_clip_coef, cfg.huber_delta)
         entropy = entropy.mean()
         sft_loss = sft if sft is not None else torch.zeros((), device=dev)
-        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy + cfg.beta * sft_loss
+        actor = 0.0 if self.iteration < cfg.critic_warmup_iterations else 1.0  # critic warm-up: value loss only
+        loss = actor * (pg_loss - cfg.ent_coef * entropy + cfg.beta * sft_loss) + cfg.vf_coef * v_loss
         (loss * loss_scale).backward()
         terms = {"loss": loss, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy, "behav_weight": weight.mean()}
         if sft is not None:
@@ -122,6 +123,10 @@ class PPOTrainer:
         perms = [torch.randperm(len(batch), generator=self.generator) for _ in range(cfg.update_epochs)]
         batch.prox_logprobs = self.proximal_logprobs(batch, perms[0])
         behav_ratio_dev = ((batch.prox_logprobs - batch.logprobs).exp() - 1).abs().max()  # lag (or rounding)
+        warmup = self.iteration < cfg.critic_warmup_iterations
+        for group in self.optimizer.param_groups:  # critic warm-up: only the value head's parameters move
+            if group["name"] == "policy":
+                group["lr"] = 0.0 if warmup else cfg.lr
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         grad_norms, n_terms, n_steps = [], 0, 0
         initial_ratio_dev = torch.tensor(float("nan"))
