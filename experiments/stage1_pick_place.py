@@ -13,6 +13,7 @@ ratio means the policy memorised its demos (the cause of the 44 % of the first G
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -58,7 +59,8 @@ def demos(task_cfg, domain, n, first_seed, workers, cache=None, dart=0.0):
     episodes in a pickle so that several runs on one machine share one generation."""
     import pickle
 
-    path = Path(cache, f"{task_cfg.task}_{domain}_{n}_{first_seed}_dart{dart:g}.pkl") if cache else None
+    name = f"{task_cfg.task}_{domain}_{n}_{first_seed}_dart{dart:g}_fov{task_cfg.camera.fov:g}.pkl"
+    path = Path(cache, name) if cache else None
     if path is not None and path.exists():
         eps = pickle.loads(path.read_bytes())
         return store_from_episodes(eps, [Provenance(domain, "expert", first_seed + i) for i in range(len(eps))])
@@ -102,8 +104,10 @@ def evaluate(task_cfg, ckpt, domain, episodes, workers, first_seed=100_000):
     with EnvPool(task_cfg, domain, workers) as pool:
         res = pool.map(eval_episode, [(str(ckpt), first_seed + i) for i in range(episodes)])
     wins = sum(s for s, _ in res)
+    grasped = sum(ret > 0.1 for _, ret in res)  # event reward: a grasp is +1/5, success +5/5, losing it −2/5
     lo, hi = wilson_interval(wins, episodes)
-    out = {"domain": domain, "success_rate": wins / episodes, "ci95": [lo, hi], "episodes": episodes}
+    out = {"domain": domain, "success_rate": wins / episodes, "ci95": [lo, hi], "episodes": episodes,
+           "grasp_rate": grasped / episodes, "returns": [round(float(r), 3) for _, r in res]}
     print(f"[eval] {domain}: {wins}/{episodes} = {wins / episodes:.1%} (95% CI {lo:.1%}-{hi:.1%}) "
           f"in {time.time() - t:.0f}s", flush=True)
     return out
@@ -129,6 +133,7 @@ def main():
     p.add_argument("--ema", type=float, default=None, help="override Stage I's ema_decay (0 = off)")
     p.add_argument("--lr", type=float, default=None, help="override Stage I's lr")
     p.add_argument("--dart", type=float, default=0.0, help="DART noise std (m/step) on the sim demos' executed actions")
+    p.add_argument("--camera-fov", type=float, default=None, help="override the task camera's field of view (rad)")
     p.add_argument("--demos-cache", default=None, help="directory: reuse / keep generated demos (pickles)")
     p.add_argument("--demos-only", action="store_true", help="generate (and cache) the demos, then stop")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of this process")
@@ -141,6 +146,8 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     task_cfg = load_task_config(a.task)
+    if a.camera_fov is not None:
+        task_cfg = dataclasses.replace(task_cfg, camera=dataclasses.replace(task_cfg.camera, fov=a.camera_fov))
     policy = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/policy" / f"{a.policy}.yaml").read_text())
     if a.image_shift is not None:
         policy["image_shift"] = a.image_shift

@@ -59,7 +59,8 @@ def main() -> None:
         r = json.loads(f.read_text())
         ev = {e["domain"]: e for e in r.get("eval", [])}
         mse = r.get("openloop_mse", {})
-        cell = lambda d: f"{ev[d]['success_rate']:.0%} ({ev[d]['ci95'][0]:.0%}–{ev[d]['ci95'][1]:.0%})" if d in ev else "-"  # noqa: E731
+        cell = lambda d: (f"{ev[d]['success_rate']:.0%} ({ev[d]['ci95'][0]:.0%}–{ev[d]['ci95'][1]:.0%}), "  # noqa: E731
+                          f"grasp {ev[d].get('grasp_rate', float('nan')):.0%}") if d in ev else "-"
         ratio = mse["sim_heldout"]["all"] / mse["sim_train"]["all"] if "sim_heldout" in mse else float("nan")
         rows.append(f"| {name} | {cell('sim')} | {cell('real_proxy')} | {mse.get('sim_heldout', {}).get('all', float('nan')):.4f} "
                     f"| {ratio:.1f}× | {r['stage1_seconds']:.0f} s |")
