@@ -21,13 +21,7 @@ def rollout(policy, cfg, num_envs=4, max_steps=4, iteration=0):
     return RolloutCollector(ToyVecEnv(num_envs, H, max_steps=max_steps), policy, cfg).collect(iteration)[0]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: intra-op threads only add overhead (10x on a busy 2-core CI machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def flat_params(policy):
