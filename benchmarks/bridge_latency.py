@@ -1,16 +1,21 @@
 """Image -> command latency and missed ticks of the policy node at 30 Hz on CPU.
 
-    python benchmarks/bridge_latency.py [--seconds 34] [--fps 30] [--n-action-steps 0] [--torch-threads 1]
+    python benchmarks/bridge_latency.py [--seconds 34] [--fps 30] [--n-action-steps 0] [--torch-threads 1] [--prefetch-ticks 2]
 
 The policy node runs as its own process (as the launch file starts it) with a freshly initialised small VLA
 checkpoint (cotrain's default policy, random weights: the latency does not depend on the weights), loaded through
-the real loader. This process plays camera (fps, 128x128 rgb8) and arm state (50 Hz) and records every /action:
-    latency      receive time - the stamp of the image the action answers (same host clock)
-    (with the default whole-chunk execution one tick in chunk_size runs the policy; --n-action-steps 1 runs it on
-    every tick, the worst case)
-    missed       expected ticks (seconds · fps) minus actions received; `gaps` counts intervals between consecutive
-                 actions longer than 1.5 periods (jitter of the camera and of both processes shows up there)
-    holds / late from the node's status (stale-observation holds; ticks taken by the timer after a late frame)
+the real loader. This process plays camera (fps, 128x128 rgb8) and arm state (50 Hz) and records every /action with its DDS
+message info:
+    latency      image stamp (capture) -> the action's publication in the policy node (DDS source timestamp,
+                 the node's own clock: what the node adds, independent of this process's scheduling)
+    delivered    image stamp -> reception here (adds the return trip and this process's wake-up)
+    (--prefetch-ticks 0: synchronous, one tick in chunk_size runs the policy; --n-action-steps 1 runs it on every
+    tick, the worst case; --prefetch-ticks L >= 1: the policy runs L ticks ahead in a worker thread)
+    missed       expected ticks (seconds · fps) minus policy actions received (holds and waits do not count);
+                 `gaps` counts intervals between consecutive actions longer than 1.5 periods
+    holds / waits / late from the node's status (stale-observation holds; pipelined ticks whose chunk was not ready;
+                 ticks taken by the timer after a late frame)
+The 1-minute load average is printed at the start and the end: the numbers move with the machine's load.
 Traffic stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a random ROS_DOMAIN_ID).
 """
 
@@ -19,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,14 +61,18 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=4)
     ap.add_argument("--n-action-steps", type=int, default=0, help="0 = whole chunk; 1 = run the policy every tick")
     ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--prefetch-ticks", type=int, default=2,
+                    help="0 = synchronous inference in the tick (the twin's mode); 2 = 67 ms for the policy at 30 Hz")
     ap.add_argument("--policy", choices=("small_vla", "scripted"), default="small_vla",
                     help="scripted = a constant policy: the transport and executor floor without inference")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = ap.parse_args()
 
-    from robot_bridge.testing import RosHarness, isolated_ros_env
+    from robot_bridge.sandbox import ChildProcess, isolated_ros_env, remove_dead_shm_segments, shm_segments
+    from robot_bridge.testing import RosHarness
 
     env = isolated_ros_env()
+    shm_before = shm_segments()
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")})
     tmp = Path(tempfile.mkdtemp(prefix="bridge_latency_"))
     if args.policy == "small_vla":
@@ -76,12 +84,11 @@ def main() -> None:
         ckpt = write_scripted_checkpoint(tmp / "ckpt.json", FeatureSpec(fps=args.fps), [0.0] * 7, args.chunk_size)
         loader = "robot_bridge.testing:load_scripted_policy"
     params = {"checkpoint": str(ckpt), "policy_loader": loader, "task": "pick up the red cube", "fps": args.fps, "autostart": "true",
-              "n_action_steps": args.n_action_steps, "torch_threads": args.torch_threads, "stale_obs_ms": 200.0, "tick_tolerance_ms": 10.0}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robot_bridge.nodes.policy_node", "--ros-args",
-         *[a for k, v in params.items() for a in ("-p", f"{k}:={v}")]],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+              "n_action_steps": args.n_action_steps, "torch_threads": args.torch_threads, "stale_obs_ms": 200.0, "tick_tolerance_ms": 10.0,
+              "prefetch_ticks": args.prefetch_ticks}
+    proc = ChildProcess("robot_bridge.nodes.policy_node",
+                        ["--ros-args", *[a for k, v in params.items() for a in ("-p", f"{k}:={v}")]], env, tmp / "policy.log")
+    load_start = os.getloadavg()[0]
     h = RosHarness(threads=1)  # camera, state and the action sink in one Python thread, like a camera node
     try:
         from geometry_msgs.msg import PoseStamped
@@ -98,10 +105,11 @@ def main() -> None:
             joint_pub.publish(messages.joint_state_msg(np.zeros(7), [0.04, 0.04], now))
 
         h.probe.create_timer(1.0 / 50, state_tick)  # 50 Hz arm state
-        receipts: list[tuple[int, int]] = []  # (receive ns, image stamp ns)
+        receipts: list[tuple[int, int, int]] = []  # (published ns, received ns, image stamp ns)
         h.probe.create_subscription(
             JointState, topics.ACTION,
-            lambda m: receipts.append((time.time_ns(), messages.stamp_to_ns(m.header.stamp))), 100,
+            lambda m, info: receipts.append((info["source_timestamp"], info["received_timestamp"],
+                                             messages.stamp_to_ns(m.header.stamp))), 100,
         )
         h.start_camera(rate_hz=args.fps)
         h.wait_for(lambda: h.status.get("policy", {}).get("acts", 0) >= args.fps, 180, "the policy node to act")
@@ -112,26 +120,31 @@ def main() -> None:
         got = receipts[n0:]
     finally:
         h.close()
-        proc.kill()
-        proc.wait()
+        proc.stop()
+        remove_dead_shm_segments(keep=shm_before)
 
     period_ns = 1e9 / args.fps
-    recv = np.array([r for r, _ in got], dtype=np.float64)
-    stamps = np.array([s for _, s in got], dtype=np.float64)
+    pub, recv, stamps = (np.array(c, dtype=np.float64) for c in zip(*got))
     answered = stamps > 0
-    lat_ms = (recv[answered] - stamps[answered]) / 1e6
-    gaps = np.diff(recv) / period_ns
-    missed = max(0, int(round(args.seconds * args.fps)) - len(got))
-    inferences = status["inferences"] - warm_status["inferences"]
-    ticks = len(got)
+    lat_ms = (pub[answered] - stamps[answered]) / 1e6
+    delivered_ms = (recv[answered] - stamps[answered]) / 1e6
+    gaps = np.diff(pub) / period_ns
+    expected = int(round(args.seconds * args.fps))
     steps = args.n_action_steps or args.chunk_size
+
+    def pct(x):
+        return {"p50": float(np.percentile(x, 50)), "p99": float(np.percentile(x, 99)), "max": float(x.max()),
+                "mean": float(x.mean())}
+
     summary = {
-        "fps": args.fps, "seconds": args.seconds, "ticks": ticks, "expected_ticks": int(round(args.seconds * args.fps)),
-        "missed_ticks": missed, "gaps_over_1.5_periods": int(np.sum(gaps > 1.5)), "holds": status["holds"] - warm_status["holds"], "late": status["late"] - warm_status["late"],
-        "policy": args.policy, "inferences": inferences, "n_action_steps": steps, "torch_threads": args.torch_threads,
-        "latency_ms": {"p50": float(np.percentile(lat_ms, 50)), "p99": float(np.percentile(lat_ms, 99)),
-                       "max": float(lat_ms.max()), "mean": float(lat_ms.mean())},
-        "loadavg_1min": os.getloadavg()[0], "cpus": os.cpu_count(),
+        "fps": args.fps, "seconds": args.seconds, "ticks": len(got), "policy_actions": int(answered.sum()),
+        "expected_ticks": expected, "missed_ticks": max(0, expected - int(answered.sum())),
+        "gaps_over_1.5_periods": int(np.sum(gaps > 1.5)),
+        **{k: status[k] - warm_status[k] for k in ("holds", "waits", "late", "inferences")},
+        "policy": args.policy, "n_action_steps": steps, "prefetch_ticks": args.prefetch_ticks,
+        "torch_threads": args.torch_threads, "chunk_age_ms": status["chunk_age_ms"],
+        "latency_ms": pct(lat_ms), "delivered_ms": pct(delivered_ms),
+        "loadavg_1min": {"start": load_start, "end": os.getloadavg()[0]}, "cpus": os.cpu_count(),
     }
     print(json.dumps(summary, indent=1))
     if args.json:

@@ -39,13 +39,18 @@ def image_to_msg(image: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
     return msg
 
 
-def msg_to_image(msg: Image) -> np.ndarray:
-    """uint8 HxWx3 RGB (bgr8 is converted; other encodings are refused)."""
+def msg_to_image(msg: Image, copy: bool = True) -> np.ndarray:
+    """uint8 HxWx3 RGB (bgr8 is converted; other encodings are refused). `copy=False`: an rgb8 image without row
+    padding is a view on the message's buffer (no allocation; the array keeps the buffer alive)."""
     if msg.encoding not in ("rgb8", "bgr8"):
         raise ValueError(f"image encoding {msg.encoding!r}: expected rgb8 or bgr8")
-    arr = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)[:, : msg.width * 3]
+    if len(msg.data) != msg.height * msg.step or msg.step < msg.width * 3:
+        raise ValueError(f"image: {len(msg.data)} bytes for {msg.height} rows of step {msg.step} and width {msg.width}")
+    arr = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, : msg.width * 3]
     arr = arr.reshape(msg.height, msg.width, 3)
-    return arr[:, :, ::-1].copy() if msg.encoding == "bgr8" else arr.copy()
+    if msg.encoding == "bgr8":
+        return arr[:, :, ::-1].copy()
+    return arr.copy() if copy else arr
 
 
 def action_to_msg(action: np.ndarray, stamp_ns: int) -> JointState:

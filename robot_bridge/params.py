@@ -52,6 +52,12 @@ class PolicyParams(SpecParams):
     torch_threads: int = 1
     """Torch CPU threads for inference (0 = torch's default). On a 2-core machine 1 thread ran the small VLA in
     16 ms, 2 threads (competing with the other nodes) in 266 ms."""
+    prefetch_ticks: int = 0
+    """When the next chunk is computed. 0: synchronously, in the tick that needs it, from that tick's observation
+    (cotrain.eval's order; the twin). L >= 1 (pace 'clock'): in a worker thread, started by the tick that leaves fewer
+    than L actions queued, from that tick's observation, so no tick waits for the policy; the chunk's first action is
+    sent L ticks after its observation, and a chunk not ready in L periods holds the arm for a tick ('wait').
+    At most the actions executed per chunk."""
     autostart: bool = False
     """Start acting as soon as the node is up (otherwise call /policy/start)."""
     pace: str = "clock"

@@ -1,5 +1,5 @@
-"""Test helpers: a scripted `Policy` with fault injection, its checkpoint loader, an embedded franky-sim, and
-isolated ROS environment variables (loopback discovery, a random domain).
+"""Test helpers: a scripted `Policy` with fault injection, its checkpoint loader, and `RosHarness` (a probe node that
+plays camera and records topics). Processes and the ROS environment of a test: `robot_bridge.sandbox`.
 
 The scripted policy's "checkpoint" is a JSON file, so a policy node in another process can load it through the
 `policy_loader` parameter (`robot_bridge.testing:load_scripted_policy`):
@@ -10,11 +10,9 @@ The scripted policy's "checkpoint" is a JSON file, so a policy node in another p
 from __future__ import annotations
 
 import json
-import os
-import random
 import time
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -85,72 +83,22 @@ def load_scripted_policy(path: str | Path, expected_spec: FeatureSpec) -> Script
     return ScriptedPolicy(spec, d["chunk_size"], d["action"], d.get("fault"), d.get("sleep_ms", 0.0))
 
 
-def isolated_ros_env(base: dict | None = None) -> dict:
-    """Environment for ROS processes of one test: discovery on localhost only, a random domain id."""
-    env = dict(os.environ if base is None else base)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(random.randint(1, 100))
-    env.pop("ROS_STATIC_PEERS", None)
-    return env
+class Received(NamedTuple):
+    """One recorded message."""
 
-
-@contextmanager
-def franky_sim_process(hostname: str, timeout: float = 60.0):
-    """franky-sim (MuJoCo FR3 + hand) in its own process serving FCI on `hostname` (a 127.x.y.z address).
-
-    Its own process keeps the 1 kHz simulation loop off this process's GIL (embedded, it fell behind real time
-    while nodes ran beside it and libfranka reported network errors). Stopped with SIGKILL by its pid.
-    """
-    import subprocess
-    import sys
-    import tempfile
-
-    if not hostname.startswith("127."):
-        raise ValueError(f"franky_sim_process: {hostname} is not a loopback address")
-    log = tempfile.NamedTemporaryFile("w+", prefix="franky_sim_", suffix=".log")  # a pipe left unread would fill up
-    proc = subprocess.Popen(                                                       # and block the simulator
-        [sys.executable, "-u", "-m", "franky_sim.run_server", "--simulator", "mujoco", "--hostname", hostname],
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while "Connect to the server" not in Path(log.name).read_text():
-            if proc.poll() is not None:
-                raise RuntimeError(f"franky-sim exited with {proc.returncode}: {Path(log.name).read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"franky-sim did not come up on {hostname} in {timeout} s")
-            time.sleep(0.05)
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
-
-
-@contextmanager
-def franky_sim(hostname: str):
-    """An embedded franky-sim (MuJoCo FR3 + hand) serving FCI on `hostname` (a 127.0.0.x address)."""
-    if not hostname.startswith("127."):
-        raise ValueError(f"franky_sim: {hostname} is not a loopback address")
-    import franky_sim as fs
-    from franky_sim.mujoco_simulator import MujocoSimulator
-
-    sim = MujocoSimulator()
-    sim.init()
-    sim_robot = sim.add_robot()
-    server = fs.SimulationServer(sim, hostname_candidates=[hostname])
-    server.init()
-    server.run_async()
-    try:
-        yield sim_robot
-    finally:
-        server.cleanup()
-        sim.cleanup()
+    t: float
+    """time.monotonic() when this process handled it (late when this process is busy: prefer the stamps)."""
+    value: Any
+    stamp_ns: int
+    """header.stamp (actions: the image they answer; poses: the reading's capture time)."""
+    sent_ns: int
+    """When the publishing node published it (DDS source timestamp, the host clock like the stamps)."""
 
 
 class RosHarness:
     """One test's ROS world: a context, a multi-threaded executor spinning in a thread, and a probe node that can
-    publish camera frames, record topics and call Trigger services. Call `close()` (or use as a context manager)."""
+    publish camera frames, record topics (with their stamps and publication times) and call services.
+    Call `close()` (or use as a context manager)."""
 
     def __init__(self, image_shape: tuple[int, int, int] = (128, 128, 3), threads: int = 4) -> None:
         import threading
@@ -173,42 +121,48 @@ class RosHarness:
         self.action_pub = self.probe.create_publisher(JointState, topics.ACTION, 10)
         self.camera_on = False
         self.frames_sent = 0
+        self.last_frame_ns = 0
         self._camera_timer = None
-        self.lock = threading.Lock()
-        self.applied: list[tuple[float, np.ndarray]] = []
-        self.actions: list[tuple[float, np.ndarray, int]] = []
-        self.poses: list[tuple[float, np.ndarray]] = []
-        self.status: dict[str, dict] = {}
+        self.lock = threading.RLock()  # wait_for holds it around predicates, which may read under it again
+        self.applied: list[Received] = []  # /franka/applied_action: what the arm was sent (after the filter)
+        self.actions: list[Received] = []  # /action
+        self.poses: list[Received] = []  # /franka/ee_pose: xyz (the last 2000)
+        self.status: dict[str, dict] = {}  # latest status of each node
+        self.status_log: list[Received] = []  # every status: value (key, dict)
         self.nodes: list = []
 
-        def on_applied(msg):
+        def record(into, value, msg, info, keep=None):
             with self.lock:
-                self.applied.append((time.monotonic(), messages.msg_to_action(msg)))
-
-        def on_action(msg):
-            with self.lock:
-                self.actions.append((time.monotonic(), np.asarray(msg.position), messages.stamp_to_ns(msg.header.stamp)))
-
-        def on_pose(msg):
-            p = msg.pose.position
-            with self.lock:
-                self.poses.append((time.monotonic(), np.array([p.x, p.y, p.z])))
-                del self.poses[:-500]
+                into.append(Received(time.monotonic(), value, messages.stamp_to_ns(msg.header.stamp),
+                                     int(info["source_timestamp"])))
+                if keep:
+                    del into[:-keep]
 
         def status_cb(key):
-            def cb(msg):
+            def cb(msg, info):
+                value = json.loads(msg.data)
                 with self.lock:
-                    self.status[key] = json.loads(msg.data)
+                    self.status[key] = value
+                    self.status_log.append(Received(time.monotonic(), (key, value), 0, int(info["source_timestamp"])))
             return cb
 
-        self.probe.create_subscription(JointState, topics.APPLIED_ACTION, on_applied, 50)
-        self.probe.create_subscription(JointState, topics.ACTION, on_action, 50)
-        self.probe.create_subscription(messages.PoseStamped, topics.EE_POSE, on_pose, 50)
+        self.probe.create_subscription(JointState, topics.APPLIED_ACTION,
+                                       lambda m, i: record(self.applied, messages.msg_to_action(m), m, i), 50)
+        self.probe.create_subscription(JointState, topics.ACTION,
+                                       lambda m, i: record(self.actions, np.asarray(m.position), m, i), 50)
+        self.probe.create_subscription(
+            messages.PoseStamped, topics.EE_POSE,
+            lambda m, i: record(self.poses, np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z]), m, i,
+                                keep=2000), 50)
         for key, topic in (("franka", topics.FRANKA_STATUS), ("policy", topics.POLICY_STATUS), ("recorder", topics.RECORDER_STATUS)):
             self.probe.create_subscription(String, topic, status_cb(key), messages.STATUS_QOS)
         self.executor.add_node(self.probe)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
+
+    def now_ns(self) -> int:
+        """The host clock the stamps are on."""
+        return self.probe.get_clock().now().nanoseconds
 
     def add(self, node):
         self.nodes.append(node)
@@ -220,8 +174,10 @@ class RosHarness:
 
         def tick():
             if self.camera_on:
-                self.image_pub.publish(messages.image_to_msg(self.image, self.probe.get_clock().now().nanoseconds, "camera"))
+                stamp = self.now_ns()
+                self.image_pub.publish(messages.image_to_msg(self.image, stamp, "camera"))
                 self.frames_sent += 1
+                self.last_frame_ns = stamp
 
         self.camera_on = True
         if self._camera_timer is None:
@@ -244,13 +200,31 @@ class RosHarness:
             time.sleep(0.02)
         raise TimeoutError(f"timed out after {timeout} s waiting for {what}; status {self.status}")
 
-    def displacement_since(self, t0: float) -> float:
-        """Largest distance of the end effector from its first position at or after monotonic time t0."""
+    def change_state(self, node: str, transition: str, timeout: float = 20.0) -> bool:
+        """Drive a lifecycle node ('configure', 'activate', ...) through its ~/change_state service."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        client = self.probe.create_client(ChangeState, f"/{node}/change_state")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service /{node}/change_state not available in {timeout} s")
+            request = ChangeState.Request()
+            request.transition.id = getattr(Transition, f"TRANSITION_{transition.upper()}")
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"/{node}/change_state {transition} did not answer in {timeout} s")
+                time.sleep(0.01)
+            return bool(future.result().success)
+        finally:
+            self.probe.destroy_client(client)
+
+    def poses_between(self, t0_ns: int, t1_ns: int) -> list[np.ndarray]:
+        """End-effector positions whose reading was stamped in [t0_ns, t1_ns]."""
         with self.lock:
-            xs = [x for t, x in self.poses if t >= t0]
-        if len(xs) < 2:
-            raise AssertionError(f"no end-effector poses received since t0 ({len(xs)})")
-        return float(max(np.linalg.norm(x - xs[0]) for x in xs))
+            return [r.value for r in self.poses if t0_ns <= r.stamp_ns <= t1_ns]
 
     def close(self) -> None:
         import rclpy

@@ -14,7 +14,8 @@ from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec, SpecM
 from robot_bridge import messages, topics  # noqa: E402
 from robot_bridge.graph import ros_parameters  # noqa: E402
 from robot_bridge.image import to_spec_image  # noqa: E402
-from robot_bridge.testing import RosHarness, isolated_ros_env, write_scripted_checkpoint  # noqa: E402
+from robot_bridge.sandbox import isolated_ros_env  # noqa: E402
+from robot_bridge.testing import RosHarness, write_scripted_checkpoint  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 LOADER = "robot_bridge.testing:load_scripted_policy"
@@ -58,11 +59,11 @@ def test_teleop_keys_become_actions(h):
     h.add(TeleopNode(context=h.context, parameter_overrides=ros_parameters({"input": "none", "linear_speed": 0.05})))
     keys = h.probe.create_publisher(String, KEYS_TOPIC, 10)
     h.wait_for(lambda: len(h.actions) >= 2, 10, "teleop actions")
-    assert np.allclose(h.actions[-1][1], [0, 0, 0, 0, 0, 0, 1.0])  # idle: no motion, gripper open
+    assert np.allclose(h.actions[-1].value, [0, 0, 0, 0, 0, 0, 1.0])  # idle: no motion, gripper open
     n = len(h.actions)
     keys.publish(String(data="w "))  # +x and toggle the gripper
-    h.wait_for(lambda: any(a[0] > 0 for _, a, _ in h.actions[n:]), 5, "a +x action")
-    a = next(a for _, a, _ in h.actions[n:] if a[0] > 0)
+    h.wait_for(lambda: any(r.value[0] > 0 for r in h.actions[n:]), 5, "a +x action")
+    a = next(r.value for r in h.actions[n:] if r.value[0] > 0)
     np.testing.assert_allclose(a, [0.005, 0, 0, 0, 0, 0, -1.0])  # 0.05 m/s / 10 Hz
 
 
@@ -77,6 +78,14 @@ def test_policy_node_refuses_a_checkpoint_with_another_spec(h, tmp_path):
     bad = write_scripted_checkpoint(tmp_path / "bad.json", FeatureSpec(image_height=96, image_width=96), [0] * 7)
     with pytest.raises(SpecMismatchError, match="image_height: expected 128, got 96"):
         _policy_node(h, bad)
+
+
+def test_policy_node_refuses_prefetch_it_cannot_honour(h, tmp_path):
+    ckpt = write_scripted_checkpoint(tmp_path / "p.json", FeatureSpec(), [0] * 7, chunk_size=4)
+    with pytest.raises(ValueError, match="prefetch_ticks=1 needs pace=clock"):  # the twin: the env waits for each command
+        _policy_node(h, ckpt, pace="frames", prefetch_ticks=1)
+    with pytest.raises(ValueError, match="chunk 4 is shorter than n_action_steps=0 or than prefetch_ticks=5"):
+        _policy_node(h, ckpt, prefetch_ticks=5)
 
 
 def test_reload_keeps_the_running_policy_when_the_new_one_mismatches(h, tmp_path):
@@ -116,11 +125,11 @@ def test_policy_sees_the_training_observation(h, tmp_path):
         time.sleep(0.1)
         if node.policy.seen:
             break
-    h.wait_for(lambda: any(st > 0 for _, _, st in h.actions), 5, "an action answering a frame")
+    h.wait_for(lambda: any(r.stamp_ns > 0 for r in h.actions), 5, "an action answering a frame")
     obs = node.policy.seen[0]
     np.testing.assert_array_equal(obs[IMAGE_KEY][0], to_spec_image(big, 128, 128))
     np.testing.assert_allclose(obs[STATE_KEY][0], [0.5, 0.1, 0.3, np.pi, 0, 0, 0.02, 0.02], atol=1e-6)
     assert obs[TASK_KEY] == ["open the drawer"] and obs[STATE_KEY].dtype == np.float32
-    _, action, action_stamp = next(a for a in h.actions if a[2] > 0)  # (holds before the first frame carry 0)
+    _, action, action_stamp, _ = next(r for r in h.actions if r.stamp_ns > 0)  # (holds before the first frame: 0)
     np.testing.assert_allclose(action, [0.001, 0, 0, 0, 0, 0, 0])
     assert action_stamp == messages.stamp_to_ns(messages.ns_to_stamp(action_stamp)) and action_stamp <= stamp

@@ -47,9 +47,11 @@ def test_two_episodes_survive_a_kill_during_the_third(tmp_path):
     from cotrain.data.spec import FeatureSpec
     from cotrain.rl.anchor import RealBatchStream
     from robot_bridge import messages, topics
-    from robot_bridge.testing import RosHarness, isolated_ros_env
+    from robot_bridge.sandbox import isolated_ros_env, remove_dead_shm_segments, shm_segments
+    from robot_bridge.testing import RosHarness
 
     env = isolated_ros_env()
+    shm_before = shm_segments()
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")})
     root = tmp_path / "datasets" / "real" / "kill_test"
     params = {"dataset_root": str(root), "task": "pick up the red cube", "source": "teleop", "domain": "real",
@@ -103,6 +105,7 @@ def test_two_episodes_survive_a_kill_during_the_third(tmp_path):
             proc.kill()
             proc.wait()
         h.close()
+        remove_dead_shm_segments(keep=shm_before)  # the killed recorder's Fast DDS segments
 
     ds = load_dataset(root, FeatureSpec(), chunk_size=4)  # what Stage II's anchor reads, unconverted
     assert len(ds) == 12

@@ -21,7 +21,7 @@ pytest.importorskip("rclpy")
 from cotrain.data import EpisodeStore, FeatureSpec, store_from_episodes  # noqa: E402
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY  # noqa: E402
 from cotrain.policies import make_policy, policy_config_from_dict, save_checkpoint  # noqa: E402
-from robot_bridge.testing import isolated_ros_env  # noqa: E402
+from robot_bridge.sandbox import isolated_ros_env  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.sapien, pytest.mark.timeout(600)]
 SPEC = FeatureSpec()
@@ -146,6 +146,7 @@ def test_twin_deploy_executes_and_records_what_eval_sees(evaluated, deployed):
     assert store.num_episodes == EPISODES
     assert {p.domain for p in store.provenance.values()} == {"real_proxy"}
     assert {p.source for p in store.provenance.values()} == {"policy"}
+    assert [store.provenance[k].seed for k in range(EPISODES)] == [SEED0 + k for k in range(EPISODES)]  # the resets
     for k, ep_frames in enumerate(frames):
         rows = np.flatnonzero(store.episode_index == k)
         assert len(rows) == len(ep_frames) == MAX_STEPS

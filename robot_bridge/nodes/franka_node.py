@@ -3,7 +3,8 @@
 Subscribes  /action (JointState named vector)           -> ArmGuard.on_action -> backend
 Publishes   /franka/joint_states, /franka/ee_pose       at state_rate_hz (from configure on)
             /franka/applied_action                       every command actually sent (after the safety filter)
-            /franka/status                               JSON: guard state and counters, on every change
+            /franka/status                               JSON: guard state, counters and (while moving) the position the
+                                                         next delta moves from, on every change
 Services    /franka/estop, /franka/reset (std_srvs/Trigger); lifecycle: /franka/change_state, /franka/get_state
 A twin backend is also the camera of its simulated world: each new frame (episode start, every env step) is published
 on /camera/image_raw with the reading it was taken with on /franka/ee_pose + /franka/joint_states (one stamp, the
@@ -197,6 +198,11 @@ class FrankaNode(LifecycleNode):
             s = g.stats
             fields |= {"applied": s.applied, "rejected": s.rejected, "modified": s.modified, "ignored": s.ignored,
                        "timeouts": s.timeouts, "errors": s.errors[-3:], "last_reasons": list(g.last_reasons)}
+            if g.state in ("active", "holding"):  # the commanded target (franky) or measured pose (twin) deltas move
+                try:
+                    fields["target"] = [round(float(v), 5) for v in g.backend.reference_xyz()]
+                except Exception:  # noqa: BLE001 - a failing backend faults the guard on its next call, not here
+                    pass
             if self.episode is not None:
                 fields["episode"] = self.episode
         msg = messages.status_msg(**fields)

@@ -6,6 +6,10 @@ Services    /policy/start, /policy/stop, /policy/reload (std_srvs/Trigger; reloa
             parameter and keeps the running policy if the new one fails to load or its spec differs)
 With `pace=frames` (the twin backend) each new frame takes exactly one tick once the state stamped with it has
 arrived, so the policy answers the env's observations exactly as cotrain.eval does.
+With `prefetch_ticks` L > 0 (pace=clock only) the policy runs in a worker thread (`inference.ThreadedInference`): the
+next chunk is computed from the observation of the tick that leaves fewer than L actions queued, and a control tick
+only pops an action (see policy_loop.py). The executor thread and the worker share the GIL; torch releases it inside
+its ops, and `torch_threads` should leave a core to the executor (1 on a 2-core machine).
 The checkpoint is loaded with `policy_loader` and must match the robot config's feature spec; the policy does its
 own preprocessing (normalisation, its own resize), the node only brings images to the spec's size, exactly as the
 camera node and the recorder do.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import threading
 
 import numpy as np
@@ -31,10 +36,12 @@ from robot_bridge import messages, topics
 from robot_bridge.nodes import run
 from robot_bridge.image import to_spec_image
 from robot_bridge.params import PolicyParams, declare
+from robot_bridge.inference import SyncInference, ThreadedInference
 from robot_bridge.policy_loop import LoopTiming, PolicyLoop, Tick
 
 NODE_NAME = "policy"
 PACES = ("clock", "frames")
+GIL_SWITCH_S = 0.001
 
 
 def load_checkpoint(loader: str, path: str, spec: FeatureSpec):
@@ -68,16 +75,20 @@ class PolicyNode(Node):
         if self.p.pace not in PACES:
             raise ValueError(f"policy.pace={self.p.pace!r}: expected one of {PACES}")
         self.frame_paced = self.p.pace == "frames"
+        if self.frame_paced and self.p.prefetch_ticks:
+            raise ValueError(f"policy.prefetch_ticks={self.p.prefetch_ticks} needs pace=clock: with pace=frames the env "
+                             "waits for each command, so there is nothing to compute ahead")
         # frames: period 0 and infinite tolerance make every frame take a tick and the timer none
         period, tolerance = (0.0, math.inf) if self.frame_paced else (1.0 / self.spec.fps, self.p.tick_tolerance_ms / 1000.0)
         self.loop = PolicyLoop(LoopTiming(period=period, tolerance=tolerance, stale=self.p.stale_obs_ms / 1000.0),
-                               self.p.n_action_steps)
+                               self.p.n_action_steps, self.p.prefetch_ticks)
         self._pending: tuple[np.ndarray, int] | None = None  # frames: the frame no tick has taken yet
         self._state_ns = 0
         self._ticked_ns = 0  # frames: stamp of the last frame that took a tick (a frame published again is skipped)
         self._lock = threading.Lock()  # the loop is driven from the image callback and the timer
         self.policy = None
         self.act = None
+        self.infer: SyncInference | ThreadedInference | None = None
         if self.p.checkpoint:
             self._load(self.p.checkpoint)  # a mismatching spec raises here: the node refuses to start
         self._pose: PoseStamped | None = None
@@ -101,11 +112,29 @@ class PolicyNode(Node):
     # ---- checkpoint ---------------------------------------------------------------------------------
     def _load(self, path: str) -> None:
         policy = load_checkpoint(self.p.policy_loader, path, self.spec)
+        steps = self.p.n_action_steps or policy.chunk_size
+        if self.p.n_action_steps > policy.chunk_size or self.p.prefetch_ticks > steps:
+            raise ValueError(f"checkpoint {path}: chunk {policy.chunk_size} is shorter than n_action_steps="
+                             f"{self.p.n_action_steps} or than prefetch_ticks={self.p.prefetch_ticks}")
         policy.eval()
         if self.p.device != "cpu":
             policy.to(self.p.device)
-        self.policy, self.act = policy, make_act_fn(policy, self.p.device)
-        self.get_logger().info(f"loaded {path} (chunk {policy.chunk_size})")
+        act = make_act_fn(policy, self.p.device)
+        if self.infer is not None:
+            self.infer.close()
+        self.policy, self.act = policy, act
+        if self.p.prefetch_ticks:
+            # the executor thread waits for the GIL at most this long while the worker runs Python (default 5 ms)
+            sys.setswitchinterval(GIL_SWITCH_S)
+            self.infer = ThreadedInference(act)
+        else:
+            self.infer = SyncInference(act)
+        self.get_logger().info(f"loaded {path} (chunk {policy.chunk_size}, prefetch {self.p.prefetch_ticks} ticks)")
+
+    def destroy_node(self) -> None:
+        if self.infer is not None:
+            self.infer.close()
+        super().destroy_node()
 
     def _start(self) -> tuple[bool, str]:
         if self.act is None:
@@ -126,7 +155,7 @@ class PolicyNode(Node):
     def _on_image(self, msg: Image) -> None:
         now = self._now()
         try:
-            image = to_spec_image(messages.msg_to_image(msg), self.spec.image_height, self.spec.image_width)
+            image = to_spec_image(messages.msg_to_image(msg, copy=False), self.spec.image_height, self.spec.image_width)
         except ValueError as e:
             self.get_logger().error(f"{topics.IMAGE}: {e}", throttle_duration_sec=1.0)
             return
@@ -137,7 +166,7 @@ class PolicyNode(Node):
                     self._pending = (image, stamp)
                 tick = self._frame_tick()
             else:
-                tick = self.loop.on_frame(image, messages.stamp_to_ns(msg.header.stamp), now, self.act, self.task)
+                tick = self.loop.on_frame(image, messages.stamp_to_ns(msg.header.stamp), now, self.infer, self.task)
         self._emit(tick)
 
     def _frame_tick(self) -> Tick | None:
@@ -146,11 +175,11 @@ class PolicyNode(Node):
             return None
         (image, stamp), self._pending = self._pending, None
         self._ticked_ns = stamp
-        return self.loop.on_frame(image, stamp, self._now(), self.act, self.task)
+        return self.loop.on_frame(image, stamp, self._now(), self.infer, self.task)
 
     def _on_timer(self) -> None:
         with self._lock:
-            tick = self.loop.on_timer(self._now(), self.act, self.task)
+            tick = self.loop.on_timer(self._now(), self.infer, self.task)
         self._emit(tick)
 
     def _on_pose(self, msg: PoseStamped) -> None:
@@ -214,8 +243,9 @@ class PolicyNode(Node):
 
     def _publish_status(self) -> None:
         s = self.loop.stats
-        msg = messages.status_msg(state=self.loop.state, acts=s.acts, holds=s.holds, late=s.late,
-                                  inferences=s.inferences, faults=s.faults[-3:], loaded=self.act is not None)
+        msg = messages.status_msg(state=self.loop.state, acts=s.acts, holds=s.holds, waits=s.waits, late=s.late,
+                                  inferences=s.inferences, chunk_age_ms=round(s.chunk_age_ms, 1),
+                                  faults=s.faults[-3:], loaded=self.act is not None)
         if msg.data != self._last_status:
             self._last_status = msg.data
             self.status_pub.publish(msg)

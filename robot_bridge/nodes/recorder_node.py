@@ -1,6 +1,7 @@
 """recorder node: appends episodes of (image, state, sent action, task) to a LeRobot dataset, each atomically.
 
-Subscribes  /camera/image_raw, /franka/ee_pose + /franka/joint_states, /franka/applied_action, /task
+Subscribes  /camera/image_raw, /franka/ee_pose + /franka/joint_states, /franka/applied_action, /task,
+            /franka/status (twin backend: the episode's reset seed goes into the saved episode's provenance)
 Publishes   /recorder/status (JSON)
 Services    /recorder/start (begin an episode), /recorder/stop (save it), /recorder/discard (drop it)   std_srvs/Trigger
 Frames are paired by `frame_sync.FrameSync`; saving goes through `cotrain.data.DatasetWriter` (commit per episode),
@@ -9,6 +10,7 @@ so a kill at any moment leaves the dataset with exactly the episodes saved befor
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -33,7 +35,7 @@ class RecorderNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.p = declare(self, RecorderParams)
         self.spec = self.p.feature_spec()
-        self.provenance = Provenance(self.p.domain, self.p.source, None)  # validates domain/source now
+        Provenance(self.p.domain, self.p.source)  # refuses a bad domain or source at start-up
         self.task = self.p.task
         self.sync = FrameSync(int(self.p.max_sync_skew_ms * 1e6))
         self.writer = DatasetWriter(Path(self.p.dataset_root), self.spec, commit_every=1, use_video=self.p.use_video)
@@ -49,6 +51,9 @@ class RecorderNode(Node):
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 20)
         self.create_subscription(JointState, topics.APPLIED_ACTION, self._on_action, 20)
         self.create_subscription(String, topics.TASK, self._on_task, 10)
+        self.create_subscription(String, topics.FRANKA_STATUS, self._on_franka_status, messages.STATUS_QOS)
+        self._twin_episode: dict | None = None  # the twin's current episode (index, seed, ...), from /franka/status
+        self._start_episode: int | None = None  # its index when recording started
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/discard", self._on_discard)
@@ -86,6 +91,22 @@ class RecorderNode(Node):
     def _on_task(self, msg: String) -> None:
         self.task = msg.data
 
+    def _on_franka_status(self, msg: String) -> None:
+        episode = json.loads(msg.data).get("episode")
+        with self._lock:
+            self._twin_episode = episode if isinstance(episode, dict) else None
+
+    def _seed(self) -> int | None:
+        """The twin's reset seed of the recorded episode; None for a real arm, or if the twin reset mid-recording."""
+        ep = self._twin_episode
+        if ep is None:
+            return None
+        if self._start_episode is not None and ep["index"] != self._start_episode:
+            self.get_logger().warning(f"the twin reset during the recording (episode {self._start_episode} -> "
+                                      f"{ep['index']}): saved without a seed")
+            return None
+        return int(ep["seed"])
+
     # ---- frames -------------------------------------------------------------------------------------
     def _on_action(self, msg: JointState) -> None:
         if not self.recording:
@@ -109,6 +130,7 @@ class RecorderNode(Node):
             else:
                 self.writer.discard_episode()
                 self.recording = True
+                self._start_episode = self._twin_episode["index"] if self._twin_episode else None
                 response.success, response.message = True, "recording"
         self._publish_status()
         return response
@@ -120,7 +142,7 @@ class RecorderNode(Node):
             if n == 0:
                 response.success, response.message = False, "no frames recorded; nothing saved"
             else:
-                index = self.writer.save_episode(self.provenance)
+                index = self.writer.save_episode(Provenance(self.p.domain, self.p.source, self._seed()))
                 self.saved += 1
                 response.success, response.message = True, f"saved episode {index} ({n} frames) to {self.writer.root}"
         self.get_logger().info(response.message)
