@@ -37,11 +37,11 @@ sys.path.insert(0, str(REPO))
 
 def make_checkpoint(path: Path, fps: int, chunk_size: int) -> Path:
     import torch
+    import yaml
 
     from cotrain.data.spec import FeatureSpec
     from cotrain.policies.checkpoint import save_checkpoint
-    from cotrain.policies.configuration_vla import SmallVLAConfig
-    from cotrain.policies.factory import make_policy
+    from cotrain.policies.factory import make_policy, policy_config_from_dict
 
     spec = FeatureSpec(fps=fps)
     stats = {
@@ -50,7 +50,10 @@ def make_checkpoint(path: Path, fps: int, chunk_size: int) -> Path:
                    "max": torch.full((7,), 0.02)},
     }
     torch.manual_seed(0)
-    policy = make_policy(SmallVLAConfig(chunk_size=chunk_size), spec, stats, load_pretrained=False)
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/policy/vla_flow.yaml").read_text())
+    config["chunk_size"] = chunk_size  # the shipped default policy, at the benchmark's chunk size
+    policy = make_policy(policy_config_from_dict(config, where="configs/policy/vla_flow.yaml"), spec, stats,
+                         load_pretrained=False)
     return save_checkpoint(path, policy)
 
 
