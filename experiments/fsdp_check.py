@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
+from cotrain.data.stats import batch_stats
 from cotrain.policies import load_policy, make_policy, save_checkpoint
 from cotrain.rl.config import RLConfig
 from cotrain.rl.distributed import (
@@ -59,14 +60,6 @@ def synthetic(spec: FeatureSpec, n: int, chunk: int, seed: int) -> dict:
     return {IMAGE_KEY: image, STATE_KEY: torch.randn(n, spec.state_dim, generator=g) * 0.1,
             TASK_KEY: [TASKS[i % 2] for i in range(n)], "action_is_pad": torch.zeros(n, chunk, dtype=torch.bool),
             ACTION_KEY: (torch.rand(n, chunk, spec.action_dim, generator=g) * 2 - 1) * scale}
-
-
-def stats_of(batch: dict) -> dict:
-    out = {}
-    for key in (STATE_KEY, ACTION_KEY):
-        x = batch[key].reshape(-1, batch[key].shape[-1])
-        out[key] = {"mean": x.mean(0), "std": x.std(0), "min": x.min(0).values, "max": x.max(0).values}
-    return out
 
 
 def rows(d: dict, index: slice) -> dict:
@@ -158,7 +151,7 @@ def main() -> None:
 
     info = init_distributed(args.device)
     spec = FeatureSpec(image_height=32, image_width=32) if args.policy == "lerobot_tiny" else FeatureSpec()
-    stats = stats_of(synthetic(spec, 64, 4, seed=0))
+    stats = batch_stats(synthetic(spec, 64, 4, seed=0))
     data: dict = {}
     results: dict[str, dict] = {}
     for mode in args.modes.split(","):

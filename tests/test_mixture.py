@@ -99,3 +99,15 @@ def test_norm_stats_roundtrip(tmp_path):
     for key in (STATE_KEY, ACTION_KEY):
         for name in ("mean", "std", "min", "max"):
             np.testing.assert_array_equal(back[key][name], stats[key][name])
+
+
+def test_batch_stats_hand_values():
+    import torch
+
+    from cotrain.data.stats import batch_stats
+
+    state = torch.tensor([[1.0] * 8, [3.0] * 8])
+    action = torch.tensor([[[0.0] * 7, [2.0] * 7], [[4.0] * 7, [6.0] * 7]])  # [B=2, H=2, 7]: 4 rows
+    s = batch_stats({"observation.state": state, "action": action})
+    assert s["observation.state"]["mean"][0] == 2.0 and s["observation.state"]["std"][0] == pytest.approx(2 ** 0.5)
+    assert s["action"]["mean"][3] == 3.0 and s["action"]["min"][6] == 0.0 and s["action"]["max"][0] == 6.0

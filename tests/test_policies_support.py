@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
+from cotrain.data.stats import batch_stats
 from cotrain.policies.configuration_vla import FlowHeadConfig, SmallVLAConfig, TokenHeadConfig
 
 TINY_SPEC = FeatureSpec(image_height=32, image_width=32)
@@ -39,13 +40,7 @@ def synthetic_batch(n: int = 8, chunk: int = 4, spec: FeatureSpec = TINY_SPEC, s
             "action_is_pad": is_pad}
 
 
-def stats_of(batch: dict) -> dict:
-    """Per-dimension mean/std/min/max of the batch's states and actions (what the data layer computes)."""
-    out = {}
-    for key in (STATE_KEY, ACTION_KEY):
-        x = batch[key].reshape(-1, batch[key].shape[-1])
-        out[key] = {"mean": x.mean(0), "std": x.std(0), "min": x.min(0).values, "max": x.max(0).values}
-    return out
+stats_of = batch_stats  # per-dimension mean/std/min/max of the batch's states and actions
 
 
 def obs_of(batch: dict) -> dict:

@@ -71,3 +71,13 @@ class NormStats:
     @classmethod
     def load(cls, path: str | Path) -> "NormStats":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def batch_stats(batch: dict) -> dict[str, dict]:
+    """Per-dimension mean / std / min / max of one collated batch's state and action tensors (over every leading
+    dim): the stats a policy needs when it is built without a dataset (tests, benchmarks, experiments)."""
+    out = {}
+    for key in STAT_KEYS:
+        x = batch[key].reshape(-1, batch[key].shape[-1])
+        out[key] = {"mean": x.mean(0), "std": x.std(0), "min": x.min(0).values, "max": x.max(0).values}
+    return out
