@@ -99,3 +99,16 @@ def state_vector(pose_stamped: PoseStamped, joint_state: JointState) -> np.ndarr
 
 def status_msg(**fields) -> String:
     return String(data=json.dumps(fields, default=float, sort_keys=True))
+
+
+class StatusPublisher:
+    """A node's JSON status topic: `publish(**fields)` sends only when the status differs from the last one sent."""
+
+    def __init__(self, publisher) -> None:
+        self.publisher, self.last = publisher, ""
+
+    def publish(self, **fields) -> None:
+        msg = status_msg(**fields)
+        if msg.data != self.last:
+            self.last = msg.data
+            self.publisher.publish(msg)

@@ -46,11 +46,10 @@ class FrankaNode(LifecycleNode):
         self.p = declare(self, FrankaParams)
         self.guard: ArmGuard | None = None
         self._timer = None
-        self._last_status = ""
         self.joint_pub = self.create_publisher(JointState, topics.JOINT_STATES, 10)
         self.pose_pub = self.create_publisher(messages.PoseStamped, topics.EE_POSE, 10)
         self.applied_pub = self.create_publisher(JointState, topics.APPLIED_ACTION, 10)
-        self.status_pub = self.create_publisher(String, topics.FRANKA_STATUS, messages.STATUS_QOS)
+        self.status = messages.StatusPublisher(self.create_publisher(String, topics.FRANKA_STATUS, messages.STATUS_QOS))
         self._frame_seq = 0  # twin: the last frame published (0 = none)
         self._frame_stamp = 0
         self._frame_answered = True
@@ -205,10 +204,7 @@ class FrankaNode(LifecycleNode):
                     pass
             if self.episode is not None:
                 fields["episode"] = self.episode
-        msg = messages.status_msg(**fields)
-        if msg.data != self._last_status:
-            self._last_status = msg.data
-            self.status_pub.publish(msg)
+        self.status.publish(**fields)
 
 
 def main(args=None) -> None:

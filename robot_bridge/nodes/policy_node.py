@@ -93,9 +93,8 @@ class PolicyNode(Node):
             self._load(self.p.checkpoint)  # a mismatching spec raises here: the node refuses to start
         self._pose: PoseStamped | None = None
         self._joints: JointState | None = None
-        self._last_status = ""
         self.action_pub = self.create_publisher(JointState, topics.ACTION, 10)
-        self.status_pub = self.create_publisher(String, topics.POLICY_STATUS, messages.STATUS_QOS)
+        self.status = messages.StatusPublisher(self.create_publisher(String, topics.POLICY_STATUS, messages.STATUS_QOS))
         self.create_subscription(Image, topics.IMAGE, self._on_image, 2)
         self.create_subscription(PoseStamped, topics.EE_POSE, self._on_pose, 10)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 10)
@@ -243,12 +242,9 @@ class PolicyNode(Node):
 
     def _publish_status(self) -> None:
         s = self.loop.stats
-        msg = messages.status_msg(state=self.loop.state, acts=s.acts, holds=s.holds, waits=s.waits, late=s.late,
+        self.status.publish(state=self.loop.state, acts=s.acts, holds=s.holds, waits=s.waits, late=s.late,
                                   inferences=s.inferences, chunk_age_ms=round(s.chunk_age_ms, 1),
                                   faults=s.faults[-3:], loaded=self.act is not None)
-        if msg.data != self._last_status:
-            self._last_status = msg.data
-            self.status_pub.publish(msg)
 
 
 def main(args=None) -> None:

@@ -44,8 +44,8 @@ class RecorderNode(Node):
         self._lock = threading.Lock()
         self._pose: PoseStamped | None = None
         self._joints: JointState | None = None
-        self._last_status = ""
-        self.status_pub = self.create_publisher(String, topics.RECORDER_STATUS, messages.STATUS_QOS)
+        self.status = messages.StatusPublisher(
+            self.create_publisher(String, topics.RECORDER_STATUS, messages.STATUS_QOS))
         self.create_subscription(Image, topics.IMAGE, self._on_image, 10)
         self.create_subscription(PoseStamped, topics.EE_POSE, self._on_pose, 20)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 20)
@@ -158,11 +158,8 @@ class RecorderNode(Node):
         return response
 
     def _publish_status(self) -> None:
-        msg = messages.status_msg(state="recording" if self.recording else "idle", frames=self.writer.num_frames_buffered,
+        self.status.publish(state="recording" if self.recording else "idle", frames=self.writer.num_frames_buffered,
                                   saved=self.saved, skipped=self.sync.skipped, dataset=str(self.writer.root))
-        if msg.data != self._last_status:
-            self._last_status = msg.data
-            self.status_pub.publish(msg)
 
 
 def main(args=None) -> None:
