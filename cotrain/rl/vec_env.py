@@ -92,15 +92,6 @@ def cat_obs(parts: Sequence[Obs]) -> Obs:
             for k in parts[0]}
 
 
-def step_rows(result: StepResult, envs: range) -> StepResult:
-    """Rows `envs` of a `step_chunk` result (info's batched tensors and final_obs included)."""
-    index = torch.arange(envs.start, envs.stop)
-    obs, reward, terminated, truncated, info = result
-    info = {k: obs_rows(v, index) if k == "final_obs" else v[index] if torch.is_tensor(v) else v
-            for k, v in info.items()}
-    return obs_rows(obs, index), reward[index], terminated[index], truncated[index], info
-
-
 def steps_groups(env: VecEnv) -> bool:
     """Whether `env` can step a subset of its envs on its own (`step_chunk_async` / `step_chunk_wait`)."""
     return hasattr(env, "step_chunk_async") and hasattr(env, "step_chunk_wait")
@@ -110,30 +101,29 @@ class GroupStepper:
     """Steps `env` in groups of envs: `submit(g, actions)` starts group g's chunk, `result(g)` returns its rows.
 
     Envs with `step_chunk_async`/`step_chunk_wait` step each group on its own: group g's workers run while the caller
-    samples actions for another group. Any other VecEnv steps all envs in one `step_chunk` at the first `result`
-    after every group has submitted (the same results, without the overlap).
+    samples actions for another group. Any other VecEnv takes one group, all its envs, stepped by `step_chunk` when
+    its result is asked for.
     """
 
     def __init__(self, env: VecEnv, groups: Sequence[range], chunk_size: int):
         self.env, self.groups, self.chunk_size = env, list(groups), chunk_size
         self.native = steps_groups(env)
-        self.pending: dict[int, torch.Tensor] = {}
-        self.ready: dict[int, StepResult] = {}
+        if not self.native and self.groups != [range(env.num_envs)]:
+            raise ValueError(f"GroupStepper: {type(env).__name__} cannot step a subset of its envs; "
+                             f"give one group of all {env.num_envs} envs, got {self.groups}")
+        self.pending: torch.Tensor | None = None
 
     def submit(self, g: int, actions: torch.Tensor) -> None:
         if self.native:
             self.env.step_chunk_async(actions, self.groups[g])  # type: ignore[attr-defined]
         else:
-            self.pending[g] = actions
+            self.pending = actions
 
     def result(self, g: int) -> StepResult:
         envs = self.groups[g]
         if self.native:
             return check_step(self.env.step_chunk_wait(envs), len(envs), self.chunk_size)  # type: ignore[attr-defined]
-        if g not in self.ready:
-            if len(self.pending) != len(self.groups):
-                raise RuntimeError(f"GroupStepper: result({g}) before every group submitted (have {sorted(self.pending)})")
-            actions = torch.cat([self.pending.pop(i) for i in range(len(self.groups))])
-            full = check_step(self.env.step_chunk(actions), self.env.num_envs, self.chunk_size)
-            self.ready = {i: step_rows(full, r) for i, r in enumerate(self.groups)}
-        return self.ready.pop(g)
+        if self.pending is None:
+            raise RuntimeError("GroupStepper: result() before submit()")
+        actions, self.pending = self.pending, None
+        return check_step(self.env.step_chunk(actions), len(envs), self.chunk_size)
