@@ -137,6 +137,8 @@ def main():
     p.add_argument("--demos-cache", default=None, help="directory: reuse / keep generated demos (pickles)")
     p.add_argument("--demos-only", action="store_true", help="generate (and cache) the demos, then stop")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of this process")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override policy config keys (YAML values; dotted keys for nested ones, e.g. head.num_steps=8)")
     p.add_argument("--out", default="runs/exp_stage1")
     a = p.parse_args()
 
@@ -155,6 +157,15 @@ def main():
         policy["state_norm"] = a.state_norm
     if a.keypoints is not None:
         policy["keypoints"] = a.keypoints
+    for item in a.set:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = policy
+        for name in parents:
+            node = node[name]
+        if leaf not in node:
+            sys.exit(f"--set {item}: the policy config has no key '{key}'")
+        node[leaf] = yaml.safe_load(value)
     sim = demos(task_cfg, "sim", a.sim, 0, a.workers, a.demos_cache, dart=a.dart)
     real = demos(task_cfg, "real_proxy", a.real, 50_000, a.workers, a.demos_cache)
     heldout = demos(task_cfg, "sim", a.heldout, 200_000, a.workers, a.demos_cache) if a.heldout else None

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import torch
 
+from cotrain.policies.rng import generator_for
+
 
 def random_shift(image: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 (or float) [B, H, W, C] -> the same shape, each image shifted by its own random (dy, dx) in
-    [−max_shift, max_shift]² with replicated borders. `max_shift` = 0 returns the input unchanged."""
+    [−max_shift, max_shift]² with replicated borders. `max_shift` = 0 returns the input unchanged. Without a
+    `generator`, the shifts come from the thread's CPU generator (`rng.generator_for`: torch's global one by default)."""
     if max_shift < 0:
         raise ValueError(f"random_shift: max_shift must be >= 0, got {max_shift}")
     if image.dim() != 4:
         raise ValueError(f"random_shift: expected an image batch [B, H, W, C], got shape {tuple(image.shape)}")
     if max_shift == 0:
         return image
-    shift = torch.randint(-max_shift, max_shift + 1, (image.shape[0], 2), generator=generator)  # CPU generator
+    shift = torch.randint(-max_shift, max_shift + 1, (image.shape[0], 2),
+                          generator=generator if generator is not None else generator_for("cpu"))  # CPU
     return shift_images(image, shift.to(image.device))
 
 

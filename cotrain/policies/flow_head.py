@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cotrain.policies import flow_logprob as fl
+from cotrain.policies import rng
 from cotrain.policies.action_head import ActionHead, Context, HeadShape, register_head
 from cotrain.policies.base import Aux
 from cotrain.policies.blocks import KV, Decoder, time_embedding
@@ -43,7 +44,7 @@ class FlowChain(nn.Module):
         return lo + (hi - lo) * torch.sigmoid(self.noise_net(h))
 
     def _one_random_step(self, batch: int, device: torch.device) -> torch.Tensor:
-        k = torch.randint(0, self.cfg.num_steps, (batch,), device=device)
+        k = rng.randint(0, self.cfg.num_steps, (batch,), device)
         return nn.functional.one_hot(k, self.cfg.num_steps).bool()
 
     def _every_step(self, batch: int, device: torch.device) -> torch.Tensor:
@@ -66,14 +67,14 @@ class FlowChain(nn.Module):
     def sample(self, velocity: VelocityFn, batch: int, device: torch.device, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
         shape = (batch, *self.chunk_shape)
         if explore:
-            x, stochastic = torch.randn(shape, device=device), self._stochastic_steps(batch, device)
+            x, stochastic = rng.randn(shape, device), self._stochastic_steps(batch, device)
         else:
-            x = torch.zeros(shape, device=device) if self.cfg.eval_init == "zero" else torch.randn(shape, device=device)
+            x = torch.zeros(shape, device=device) if self.cfg.eval_init == "zero" else rng.randn(shape, device)
             stochastic = torch.zeros(batch, self.cfg.num_steps, dtype=torch.bool, device=device)
         chain, means, stds = [x], [], []
         for k in range(self.cfg.num_steps):
             mean, std = self._step(velocity, x, k, stochastic[:, k])
-            x = torch.where(stochastic[:, k, None, None], mean + std * torch.randn_like(mean), mean)
+            x = torch.where(stochastic[:, k, None, None], mean + std * rng.randn_like(mean), mean)
             chain.append(x), means.append(mean), stds.append(std)
         chain_t = torch.stack(chain, dim=1)
         if explore:
@@ -128,7 +129,7 @@ class FlowHead(ActionHead):
         return Memory(self.decoder.memory_kv(ctx.tokens), ctx.pad_mask)
 
     def sft_loss(self, ctx: Context, actions_n: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn_like(actions_n)
+        noise = rng.randn_like(actions_n)
         t = fl.sample_time(actions_n.shape[0], device=actions_n.device)
         v, _ = self.velocity(self.memory(ctx), fl.interpolate(actions_n, noise, t), t)
         return fl.flow_matching_loss(v, noise, actions_n, is_pad)

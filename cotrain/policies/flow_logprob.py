@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from cotrain.policies import rng
+
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -31,7 +33,7 @@ def time_grid(num_steps: int) -> torch.Tensor:
 
 def sample_time(batch: int, device: torch.device | None = None) -> torch.Tensor:
     """π0's training-time distribution: t = 0.999·Beta(1.5, 1) + 0.001 (more weight on the noisy end)."""
-    u = torch.rand(batch, device=device)
+    u = rng.rand((batch,), device)  # the thread's generator inside rng.draw_from
     t = u ** (1 / 1.5)  # Beta(1.5, 1) by inverse CDF: F(t) = t^1.5
     return 0.999 * t + 0.001
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from cotrain.data.spec import FeatureSpec
 from cotrain.policies import flow_logprob as fl
+from cotrain.policies import rng
 from cotrain.policies.base import Aux, Obs, Policy
 from cotrain.policies.configuration_lerobot import LeRobotVLAConfig
 from cotrain.policies.flow_head import FlowChain
@@ -135,7 +136,7 @@ class LeRobotVLAPolicy(Policy):
         """LeRobot's flow-matching loss on our normalised actions, padded steps and padded dims masked out."""
         actions, is_pad = action_targets(batch, self.spec, self.chunk_size, self.device)
         target = F.pad(self.normalizer.normalize_action(actions), (0, MAX_DIM - self.spec.action_dim))
-        noise = torch.randn_like(target)
+        noise = rng.randn_like(target)
         t = fl.sample_time(target.shape[0], device=target.device)
         losses = self.model.forward(*self._inputs(batch), target, noise, t)[..., : self.spec.action_dim].mean(-1)
         valid = (~is_pad).to(losses.dtype)

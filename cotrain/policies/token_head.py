@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cotrain.policies import rng
 from cotrain.policies.action_head import ActionHead, Context, HeadShape, register_head
 from cotrain.policies.base import Aux
 from cotrain.policies.blocks import Decoder
@@ -50,7 +51,7 @@ class TokenHead(ActionHead):
     def sample(self, ctx: Context, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
         logits = self.logits(ctx)
         if explore:
-            tokens = torch.distributions.Categorical(logits=logits).sample()
+            tokens = rng.categorical(logits)
         else:
             tokens = logits.argmax(dim=-1)
         logprob, _ = self._score(logits, tokens)

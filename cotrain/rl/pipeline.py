@@ -7,8 +7,9 @@
 
 Threads suffice: env workers are processes (waiting on their pipes releases the GIL) and both threads only launch
 kernels. On CUDA the rollout samples on its own stream, so its small kernels do not queue behind the update's.
-Determinism: the rollout samples from its own RNG stream seeded per iteration, and the learner draws from torch's
-global RNG only while holding RNG_LOCK (cotrain/rl/rollout.py), so thread timing changes no number.
+Determinism without a lock: the rollout thread's policy draws from the collector's own generators, seeded per
+iteration (`RNGStream`, entered for that thread only through cotrain/policies/rng.py), and the learner alone draws
+from torch's global RNG, so thread timing changes no number.
 Checkpoints: `rollout(k, prefetch_next=False)` drains the pipeline: no rollout is in flight when the caller saves
 or evaluates after update k, and rollout k+1 is then collected with θ_{k+1}, as a run resumed from that checkpoint
 collects it. Stage II drains before every checkpoint and evaluation, so a resumed run repeats the uninterrupted one.

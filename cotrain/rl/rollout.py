@@ -2,13 +2,13 @@
 
 The collector only acts and records; GAE (`gae.py`) turns the record into advantages, PPO (`trainer.py`) learns.
 It steps the envs in groups (`rl.rollout_groups`): while group g's workers run their chunk, it samples the next
-chunk of group g+1, so sampling hides behind env stepping. Sampling draws from the collector's own RNG stream,
-seeded by (seed, rank, iteration): a rollout is a function of the weights and the iteration only.
+chunk of group g+1, so sampling hides behind env stepping. Sampling draws from the collector's own generators
+(`RNGStream`, seeded by (seed, rank, iteration)), never from torch's global RNG, which the learner alone uses: a
+rollout is a function of the weights and the iteration only, even while an update runs in another thread.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,49 +17,36 @@ import numpy as np
 import torch
 
 from cotrain.policies.base import Policy
+from cotrain.policies.rng import draw_from
 from cotrain.rl.config import RLConfig
 from cotrain.rl.gae import compute_gae
 from cotrain.rl.vec_env import GroupStepper, Obs, VecEnv, cat_obs, obs_rows, obs_to_torch, steps_groups
 
-RNG_LOCK = threading.Lock()
-"""Held while drawing from torch's global generators when a rollout may run in another thread (the learner's
-forward passes; the collector's sampling, inside its `RNGStream`)."""
-
 
 class RNGStream:
-    """A private stream of torch's global generators (CPU, and the device's CUDA one), swapped in under RNG_LOCK.
+    """The collector's own generators (CPU, and the device's on CUDA), seeded per rollout; `with stream:` makes the
+    policies in this thread draw from them (`cotrain.policies.rng.draw_from`).
 
-    Policies draw from the global generators; two threads drawing at once would interleave nondeterministically.
-    Inside `with stream:` this thread draws from the stream's own state, and no other thread draws meanwhile.
+    torch's global generators stay the learner's: a rollout in another thread never touches them, no lock needed.
     """
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
-        self.cuda = self.device.type == "cuda"
-        self.state = self._get()
+        self.cpu = torch.Generator()
+        self.accel = torch.Generator(self.device) if self.device.type != "cpu" else None
 
     def seed(self, seed: int) -> None:
-        cuda = torch.Generator(self.device).manual_seed(seed).get_state() if self.cuda else None
-        self.state = (torch.Generator().manual_seed(seed).get_state(), cuda)
-
-    def _get(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
-
-    def _set(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-        torch.set_rng_state(state[0])
-        if self.cuda:
-            torch.cuda.set_rng_state(state[1], self.device)
+        self.cpu.manual_seed(seed)
+        if self.accel is not None:
+            self.accel.manual_seed(seed)
 
     def __enter__(self) -> "RNGStream":
-        RNG_LOCK.acquire()
-        self._saved = self._get()
-        self._set(self.state)
+        self._context = draw_from(self.cpu, self.accel)
+        self._context.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.state = self._get()
-        self._set(self._saved)
-        RNG_LOCK.release()
+        self._context.__exit__(*exc)
 
 
 @dataclass

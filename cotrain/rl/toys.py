@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.policies.base import Policy
+from cotrain.policies.rng import generator_for
 
 TASK = "reach the goal"
 IMAGE_SHAPE = (8, 8, 3)
@@ -98,7 +99,10 @@ class ToyPolicy(Policy):
 
     def sample(self, obs, explore):
         dist, value = self._dist(obs)
-        actions = dist.sample() if explore else dist.mean
+        if explore:  # Normal.sample(), from the thread's generator (cotrain.policies.rng)
+            actions = torch.normal(dist.mean, dist.stddev, generator=generator_for(dist.mean.device)).detach()
+        else:
+            actions = dist.mean
         return actions, dist.log_prob(actions).sum((1, 2)), value, {"actions": actions}
 
     def evaluate(self, obs, aux):

@@ -9,6 +9,9 @@ from before the previous update): before the first step, `evaluate` re-scores th
 (the proximal policy π_prox) over the first epoch's micro-batches, so the first forward repeats it exactly and the
 ratio π_θ/π_prox is exactly 1 before any step. The surrogate is weighted by min(π_prox/π_behav, rl.behav_weight_cap).
 Without lag π_prox = π_behav up to kernel rounding across batch sizes (`behav_ratio_dev` shows how close).
+Randomness: the learner's draws (the anchor's flow-matching noise, image shifts) come from torch's global RNG,
+which it alone uses — a rollout, even one running in another thread, samples from its own generators
+(rollout.RNGStream) — and the minibatch order from the trainer's generator; both are in `state_dict`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from cotrain.rl.distributed import (
     DistInfo, all_reduce_mean, clip_grad_norm, grad_sync, load_local_optimizer_state, local_optimizer_state, wrap_step,
 )
 from cotrain.rl.ppo_loss import behaviour_weight, explained_variance, normalize_advantages, policy_loss, value_loss
-from cotrain.rl.rollout import RNG_LOCK, Batch, RolloutBuffer
+from cotrain.rl.rollout import Batch, RolloutBuffer
 
 RealBatches = Iterator[dict[str, Any]]
 
@@ -75,8 +78,7 @@ class PPOTrainer:
         cfg, dev = self.cfg, self.device
         real_batch = next(self.real_batches) if self.real_batches is not None else None
         aux = {k: v.to(dev) for k, v in mb.aux.items()}
-        with RNG_LOCK:  # a rollout in another thread samples from its own RNG stream meanwhile
-            new_logprob, entropy, new_value, sft = self.step_module(mb.obs, aux, real_batch, cfg.beta > 0)
+        new_logprob, entropy, new_value, sft = self.step_module(mb.obs, aux, real_batch, cfg.beta > 0)
         prox_logprob = mb.prox_logprobs.to(dev)
         weight = behaviour_weight(prox_logprob, mb.logprobs.to(dev), cfg.behav_weight_cap)  # 1 without lag
         pg_loss, ratio = policy_loss(new_logprob, prox_logprob, mb.advantages.to(dev), cfg.clip_coef, weight)
@@ -105,8 +107,7 @@ class PPOTrainer:
             for micro_index in micros:
                 index = mb_index[micro_index]
                 rows = batch.rows(index)
-                with RNG_LOCK:
-                    logprob = self.policy.evaluate(rows.obs, {k: v.to(self.device) for k, v in rows.aux.items()})[0]
+                logprob = self.policy.evaluate(rows.obs, {k: v.to(self.device) for k, v in rows.aux.items()})[0]
                 prox[index] = logprob.to(prox.device, prox.dtype)
         return prox
 
