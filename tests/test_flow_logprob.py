@@ -3,6 +3,7 @@ log-probs checked against torch.distributions.Normal densities computed independ
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -156,4 +157,36 @@ def test_evaluate_refuses_deterministic_rollouts(sde_policy):
     actions, logprob, _, aux = policy.sample(obs, explore=False)
     assert torch.isnan(logprob).all()
     with pytest.raises(ValueError, match="explore=False"):
+        policy.evaluate(obs, aux)
+
+
+def test_flow_sde_evaluate_scores_each_row_at_its_own_step_in_one_velocity_call(sde_policy):
+    """Flow-SDE's evaluate runs the velocity once, on each row's stochastic step, and gives what scoring every step
+    and masking gives (and what sample recorded)."""
+    policy, obs = sde_policy
+    torch.manual_seed(2)
+    _, logprob, _, aux = policy.sample(obs, explore=True)
+    chain = policy.head.chain
+    calls = []
+    with torch.no_grad():
+        ctx = policy.encode(obs)
+        velocity = functools.partial(policy.head.velocity, policy.head.memory(ctx))
+
+        def counted(x, t):
+            calls.append(x.shape[0])
+            return velocity(x, t)
+
+        one_step = chain.evaluate(counted, aux)
+        every_step = chain._score_every_step(velocity, aux["chain"], aux["stochastic"])
+    assert calls == [6]  # one call for the whole batch (scoring every step would make K = 4)
+    torch.testing.assert_close(one_step[0], every_step[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(one_step[1], every_step[1], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(one_step[0], logprob, rtol=1e-5, atol=1e-5)
+
+
+def test_flow_sde_evaluate_refuses_rows_with_several_stochastic_steps(sde_policy):
+    policy, obs = sde_policy
+    aux = policy.sample(obs, explore=True)[3]
+    aux["stochastic"][:, :2] = True  # steps 0 and 1 in every row
+    with pytest.raises(ValueError, match="stochastic steps per row.*flow_sde.*records 1"):
         policy.evaluate(obs, aux)

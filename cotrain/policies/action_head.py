@@ -2,6 +2,11 @@
 
 A head maps the trunk's context to a chunk of *normalised* actions and scores them; the policy around it owns
 the encoders, the normalisation and the value head. All actions here are in [-1, 1]-normalised units.
+
+Sampling comes in two halves: `draw_noise` draws every random number a sample needs (through
+`cotrain.policies.rng`, so the thread's generators apply), and `sample(ctx, explore, noise)` is a deterministic
+function of its tensors. Why: a deterministic, tensor-only `sample` can be captured once as a CUDA graph and
+replayed (`cotrain.policies.cuda_graph`), which a draw inside it would forbid (the replay would repeat it).
 """
 
 from __future__ import annotations
@@ -37,14 +42,24 @@ class HeadShape:
     action_dim: int
 
 
+Noise = dict[str, torch.Tensor]
+"""The random numbers of one `sample` call, leading dim B, keyed by the head's own names."""
+
+
 class ActionHead(nn.Module, ABC):
     @abstractmethod
     def sft_loss(self, ctx: Context, actions_n: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
         """Scalar supervised loss for normalised target chunks [B, H, A], padding [B, H] masked out."""
 
     @abstractmethod
-    def sample(self, ctx: Context, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
-        """(normalised actions [B, H, A], logprob [B], aux) — aux holds what `evaluate` needs, leading dim B."""
+    def draw_noise(self, batch: int, device: torch.device, explore: bool) -> Noise:
+        """Every random number `sample(…, explore, noise)` needs for `batch` samples, drawn through
+        `cotrain.policies.rng` (the same draws whatever the network computes)."""
+
+    @abstractmethod
+    def sample(self, ctx: Context, explore: bool, noise: Noise) -> tuple[torch.Tensor, torch.Tensor, Aux]:
+        """(normalised actions [B, H, A], logprob [B], aux) — aux holds what `evaluate` needs, leading dim B.
+        Deterministic given `noise` (from `draw_noise` with the same batch and explore): no draws, no host syncs."""
 
     @abstractmethod
     def evaluate(self, ctx: Context, aux: Aux) -> tuple[torch.Tensor, torch.Tensor]:

@@ -98,6 +98,10 @@ class SmallVLAConfig:
     `sample` / `evaluate` never augment."""
     head: FlowHeadConfig | TokenHeadConfig = field(default_factory=FlowHeadConfig)
     """The action head; its config class selects its module."""
+    cuda_graphs: bool = True
+    """On CUDA, run `sample` as one CUDA-graph replay per input shape (`cotrain.policies.cuda_graph`) instead of
+    launching its several hundred small kernels one by one (CPU-bound at this model size). Same numbers as the
+    eager path; false = always eager (debugging, profiling kernels). No effect on CPU, `evaluate` or `sft_loss`."""
 
     def __post_init__(self) -> None:
         require(self.chunk_size >= 1, f"SmallVLAConfig.chunk_size must be >= 1, got {self.chunk_size}")

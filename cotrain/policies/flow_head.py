@@ -16,7 +16,7 @@ from torch import nn
 
 from cotrain.policies import flow_logprob as fl
 from cotrain.policies import rng
-from cotrain.policies.action_head import ActionHead, Context, HeadShape, register_head
+from cotrain.policies.action_head import ActionHead, Context, HeadShape, Noise, register_head
 from cotrain.policies.base import Aux
 from cotrain.policies.blocks import KV, Decoder, time_embedding
 from cotrain.policies.configuration_vla import FlowHeadConfig
@@ -37,6 +37,9 @@ class FlowChain(nn.Module):
                                        nn.Linear(feature_dim // 2, action_dim))
         self._stochastic_steps = {"flow_sde": self._one_random_step, "flow_noise": self._every_step}[cfg.rl_method]
         self._transition = {"flow_sde": self._sde_transition, "flow_noise": self._noise_transition}[cfg.rl_method]
+        self._score = {"flow_sde": self._score_one_step, "flow_noise": self._score_every_step}[cfg.rl_method]
+        self._chain_logprob = {"flow_sde": self._one_step_chain_logprob, "flow_noise": fl.chain_logprob}[cfg.rl_method]
+        self._stochastic_per_row = {"flow_sde": 1, "flow_noise": cfg.num_steps}[cfg.rl_method]
 
     def noise_std(self, h: torch.Tensor) -> torch.Tensor:
         """Flow-Noise: s = s_min + (s_max − s_min)·sigmoid(net(h)), per chunk step and action dim."""
@@ -44,8 +47,9 @@ class FlowChain(nn.Module):
         return lo + (hi - lo) * torch.sigmoid(self.noise_net(h))
 
     def _one_random_step(self, batch: int, device: torch.device) -> torch.Tensor:
+        """Flow-SDE: one step k ~ U{0, …, K−1} per sample is stochastic (a mask built without a host sync)."""
         k = rng.randint(0, self.cfg.num_steps, (batch,), device)
-        return nn.functional.one_hot(k, self.cfg.num_steps).bool()
+        return torch.arange(self.cfg.num_steps, device=device) == k[:, None]
 
     def _every_step(self, batch: int, device: torch.device) -> torch.Tensor:
         return torch.ones(batch, self.cfg.num_steps, dtype=torch.bool, device=device)
@@ -59,29 +63,44 @@ class FlowChain(nn.Module):
         return fl.ode_step(x, v, delta), self.noise_std(h)
 
     def _step(self, velocity: VelocityFn, x: torch.Tensor, k: int, stochastic_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std) of x_{k+1} given x_k; the same call in `sample` and `evaluate`, so they agree bit for bit."""
+        """(mean, std) of x_{k+1} given x_k; the same call in `denoise` and `evaluate`, so they agree bit for bit."""
         t = torch.full((x.shape[0],), float(fl.time_grid(self.cfg.num_steps)[k]), device=x.device, dtype=x.dtype)
         v, h = velocity(x, t)
         return self._transition(x, v, h, t, 1.0 / self.cfg.num_steps, stochastic_k)
 
-    def sample(self, velocity: VelocityFn, batch: int, device: torch.device, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
-        shape = (batch, *self.chunk_shape)
-        if explore:
-            x, stochastic = rng.randn(shape, device), self._stochastic_steps(batch, device)
-        else:
-            x = torch.zeros(shape, device=device) if self.cfg.eval_init == "zero" else rng.randn(shape, device)
-            stochastic = torch.zeros(batch, self.cfg.num_steps, dtype=torch.bool, device=device)
+    def draw_noise(self, batch: int, device: torch.device, explore: bool) -> Noise:
+        """The chain's random numbers, drawn before any network runs:
+        x0 [B, H, A] the start at t = 1 (explore=False: zeros, or noise with eval_init="noise");
+        stochastic bool [B, K] which steps add noise (Flow-SDE: one random step; Flow-Noise: all; explore=False: none);
+        eps [B, K, H, A] (explore only) the standard-normal noise of step k, used where step k is stochastic."""
+        shape, k = (batch, *self.chunk_shape), self.cfg.num_steps
+        if not explore:
+            x0 = torch.zeros(shape, device=device) if self.cfg.eval_init == "zero" else rng.randn(shape, device)
+            return {"x0": x0, "stochastic": torch.zeros(batch, k, dtype=torch.bool, device=device)}
+        x0 = rng.randn(shape, device)
+        stochastic = self._stochastic_steps(batch, device)
+        return {"x0": x0, "stochastic": stochastic, "eps": rng.randn((batch, k, *self.chunk_shape), device)}
+
+    def denoise(self, velocity: VelocityFn, explore: bool, noise: Noise) -> tuple[torch.Tensor, torch.Tensor, Aux]:
+        """The K-step chain from `noise` (see `draw_noise`): x_{k+1} = μ_k + s_k·eps_k where step k is stochastic,
+        μ_k elsewhere. Deterministic given `noise`. Returns (x_K, logprob [B] (NaN when explore=False: a
+        deterministic chain has no density), aux {chain [B, K+1, H, A], stochastic [B, K]})."""
+        x, stochastic = noise["x0"], noise["stochastic"]
         chain, means, stds = [x], [], []
         for k in range(self.cfg.num_steps):
             mean, std = self._step(velocity, x, k, stochastic[:, k])
-            x = torch.where(stochastic[:, k, None, None], mean + std * rng.randn_like(mean), mean)
+            x = torch.where(stochastic[:, k, None, None], mean + std * noise["eps"][:, k], mean) if explore else mean
             chain.append(x), means.append(mean), stds.append(std)
         chain_t = torch.stack(chain, dim=1)
         if explore:
-            logprob = fl.chain_logprob(chain_t, torch.stack(means, 1), torch.stack(stds, 1), stochastic)
-        else:  # a deterministic chain has no density
-            logprob = torch.full((batch,), float("nan"), device=device)
+            logprob = self._chain_logprob(chain_t, torch.stack(means, 1), torch.stack(stds, 1), stochastic)
+        else:
+            logprob = torch.full((x.shape[0],), float("nan"), device=x.device)
         return x, logprob, {"chain": chain_t, "stochastic": stochastic}
+
+    def sample(self, velocity: VelocityFn, batch: int, device: torch.device, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
+        """Draw the noise and denoise in one call (the LeRobot adapter's entry point)."""
+        return self.denoise(velocity, explore, self.draw_noise(batch, device, explore))
 
     def evaluate(self, velocity: VelocityFn, aux: Aux) -> tuple[torch.Tensor, torch.Tensor]:
         chain, stochastic = aux["chain"], aux["stochastic"]
@@ -89,12 +108,41 @@ class FlowChain(nn.Module):
         if chain.shape[1:] != expected or stochastic.shape[1:] != (self.cfg.num_steps,):
             raise ValueError(f"aux['chain'] {tuple(chain.shape)} / aux['stochastic'] {tuple(stochastic.shape)} do not "
                              f"match this head (chain [B, {', '.join(map(str, expected))}], stochastic [B, {expected[0] - 1}])")
-        if not stochastic.any(dim=1).all():
+        fewest, most = torch.aminmax(stochastic.sum(dim=1))
+        fewest, most = int(fewest), int(most)
+        if fewest == 0:
             raise ValueError("aux has rows without a stochastic denoising step: they come from sample(explore=False), "
                              "which has no log-probability")
+        if fewest != self._stochastic_per_row or most != self._stochastic_per_row:
+            raise ValueError(f"aux['stochastic'] has {fewest}..{most} stochastic steps per row; this chain "
+                             f"({self.cfg.rl_method}) records {self._stochastic_per_row}")
+        return self._score(velocity, chain, stochastic)
+
+    def _score_every_step(self, velocity: VelocityFn, chain: torch.Tensor, stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow-Noise: every transition is stochastic, so the joint log-prob needs the velocity at all K steps."""
         steps = [self._step(velocity, chain[:, k].contiguous(), k, stochastic[:, k]) for k in range(self.cfg.num_steps)]
         means, stds = torch.stack([m for m, _ in steps], 1), torch.stack([s for _, s in steps], 1)
         return fl.chain_logprob(chain, means, stds, stochastic), fl.chain_entropy(stds, stochastic)
+
+    @staticmethod
+    def _one_step_chain_logprob(chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, stochastic: torch.Tensor) -> torch.Tensor:
+        """`fl.chain_logprob` for exactly one stochastic step per row, summed as `_score_one_step` sums it."""
+        k = stochastic.to(torch.int64).argmax(dim=1)
+        rows = torch.arange(chain.shape[0], device=chain.device)
+        return fl.one_step_logprob(chain[rows, k + 1], means[rows, k], stds[rows, k])
+
+    def _score_one_step(self, velocity: VelocityFn, chain: torch.Tensor, stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow-SDE: only row b's stochastic step k_b has a density, log N(x_{k_b+1}; μ_{k_b}(x_{k_b}), s²), so one
+        velocity call on the rows' own (x_{k_b}, t_{k_b}) scores the whole batch (K times fewer decoder passes in
+        every PPO forward than scoring every step and masking)."""
+        b, num_steps = chain.shape[0], self.cfg.num_steps
+        k = stochastic.to(torch.int64).argmax(dim=1)
+        rows = torch.arange(b, device=chain.device)
+        x, x_next = chain[rows, k], chain[rows, k + 1]
+        t = fl.time_grid(num_steps).to(chain.device, chain.dtype)[k]
+        v, h = velocity(x, t)
+        mean, std = self._transition(x, v, h, t, 1.0 / num_steps, torch.ones(b, dtype=torch.bool, device=chain.device))
+        return fl.one_step_logprob(x_next, mean, std), fl.gaussian_entropy(std).flatten(1).sum(dim=1)
 
 
 @dataclass
@@ -134,9 +182,11 @@ class FlowHead(ActionHead):
         v, _ = self.velocity(self.memory(ctx), fl.interpolate(actions_n, noise, t), t)
         return fl.flow_matching_loss(v, noise, actions_n, is_pad)
 
-    def sample(self, ctx: Context, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
-        memory = self.memory(ctx)
-        return self.chain.sample(partial(self.velocity, memory), ctx.tokens.shape[0], ctx.tokens.device, explore)
+    def draw_noise(self, batch: int, device: torch.device, explore: bool) -> Noise:
+        return self.chain.draw_noise(batch, device, explore)
+
+    def sample(self, ctx: Context, explore: bool, noise: Noise) -> tuple[torch.Tensor, torch.Tensor, Aux]:
+        return self.chain.denoise(partial(self.velocity, self.memory(ctx)), explore, noise)
 
     def evaluate(self, ctx: Context, aux: Aux) -> tuple[torch.Tensor, torch.Tensor]:
         return self.chain.evaluate(partial(self.velocity, self.memory(ctx)), aux)

@@ -104,3 +104,10 @@ def chain_entropy(stds: torch.Tensor, stochastic: torch.Tensor) -> torch.Tensor:
     mask = stochastic.view(*stochastic.shape, 1, 1).expand_as(stds)
     ent = gaussian_entropy(torch.where(mask, stds, torch.ones_like(stds)))
     return torch.where(mask, ent, torch.zeros_like(ent)).flatten(1).sum(dim=1)
+
+
+def one_step_logprob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Flow-SDE's chain log-prob, whose only stochastic transition is row b's step k_b:
+    log p(chain_b) = Σ_dims log N(x_{k_b+1}; μ_{k_b}, s_{k_b}²). All arguments [B, H, A], already taken at k_b
+    (sampling and scoring both sum it this way, so their results agree bit for bit)."""
+    return gaussian_logprob(x_next, mean, std).flatten(1).sum(dim=1)

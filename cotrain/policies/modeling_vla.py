@@ -3,22 +3,28 @@ a value head on the pooled token, and an action head chosen by its config class 
 
 Token layout through the trunk: [summary, state, image patches…, instruction bytes…]; the summary token's output
 feeds the value head and every output token is the action head's cross-attention memory.
+
+`sample` does its host-side work first (checks, tokenising, whether any text is padding, the head's noise draws)
+and then runs `_sample_core`, a function of tensors only: on CUDA one graph replay (`cuda_graph.GraphedSampler`).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cotrain.data.spec import FeatureSpec
 from cotrain.policies import flow_head, token_head  # noqa: F401  (registers the heads)
-from cotrain.policies.action_head import Context, HeadShape, make_head
+from cotrain.policies.action_head import Context, HeadShape, Noise, make_head
 from cotrain.policies.augment import random_shift
 from cotrain.policies.base import Aux, Obs, Policy
 from cotrain.policies.blocks import Block, ImageEncoder, TextEncoder
 from cotrain.policies.configuration_vla import SmallVLAConfig
+from cotrain.policies.cuda_graph import GraphedSampler
 from cotrain.policies.normalize import Normalizer, Stats
 from cotrain.policies.preprocess import action_targets, obs_tensors
 from cotrain.policies.tokenizer import PAD_ID, VOCAB_SIZE, encode_tasks
@@ -46,6 +52,8 @@ class SmallVLAPolicy(Policy):
         self.trunk_norm = nn.LayerNorm(d)
         self.value_head = nn.Sequential(nn.Linear(d, config.value_hidden), nn.GELU(), nn.Linear(config.value_hidden, 1))
         self.head = make_head(config.head, HeadShape(d, config.n_heads, config.mlp_ratio, config.chunk_size, spec.action_dim))
+        self.graphs = GraphedSampler()
+        """CUDA graphs of `_sample_core` (used when config.cuda_graphs and the policy is on CUDA)."""
 
     @property
     def device(self) -> torch.device:
@@ -59,25 +67,42 @@ class SmallVLAPolicy(Policy):
         cross-attention keys/values `memory_kv` computes outside its forward."""
         return {f"trunk.{i}": () for i in range(len(self.trunk))} | {"head.decoder": ("memory_kv",)}
 
+    def _device_inputs(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """(image uint8 [B, h, w, 3], state [B, S], instruction ids [B, L]) on the policy's device, and whether any
+        instruction token is padding, decided on the CPU before the ids move (no device sync)."""
+        image, state, tasks = obs_tensors(obs, self.spec, self.device)
+        ids, _ = encode_tasks(tasks, self.config.max_text_tokens)
+        return image, state, ids.to(self.device), self._text_has_padding(ids)
+
+    def _text_has_padding(self, ids: torch.Tensor) -> bool:
+        """Whether `TextEncoder` will mark any token as padding (a byte patch that is all PAD_ID), on CPU ids."""
+        b, length = ids.shape
+        p = self.config.text_patch
+        n = -(-length // p)
+        return bool((F.pad(ids, (0, n * p - length), value=PAD_ID).view(b, n, p) == PAD_ID).all(dim=-1).any())
+
     def encode(self, obs: Obs, augment: bool = False) -> Context:
         """Trunk context of a raw observation; `augment` (training only) randomly shifts the images first."""
-        image, state, tasks = obs_tensors(obs, self.spec, self.device)
+        image, state, ids, has_pad = self._device_inputs(obs)
         if augment:
             image = random_shift(image, self.config.image_shift)
+        return self._encode(image, state, ids, has_pad)
+
+    def _encode(self, image: torch.Tensor, state: torch.Tensor, ids: torch.Tensor, has_pad: bool) -> Context:
         img = self.image_encoder(image) + self.image_pos
-        ids, _ = encode_tasks(tasks, self.config.max_text_tokens, self.device)
         txt, text_pad = self.text_encoder(ids)
         txt = txt + self.text_pos[: txt.shape[1]]
         b = img.shape[0]
         summary = self.summary[:, :1].expand(b, -1, -1)
         st = (self.state_in(self.normalizer.normalize_state(state)) + self.summary[0, 1])[:, None, :]
         x = torch.cat([summary, st, img, txt], dim=1)
-        pad = torch.cat([torch.zeros(b, 2 + img.shape[1], dtype=torch.bool, device=self.device), text_pad], dim=1)
-        pad_or_none = pad if bool(pad.any()) else None  # no mask at all lets attention take its fastest kernel
+        pad = None  # no mask at all lets attention take its fastest kernel
+        if has_pad:
+            pad = torch.cat([torch.zeros(b, 2 + img.shape[1], dtype=torch.bool, device=x.device), text_pad], dim=1)
         for block in self.trunk:
-            x = block(x, pad_or_none)
+            x = block(x, pad)
         x = self.trunk_norm(x)
-        return Context(tokens=x, pad_mask=pad_or_none, pooled=x[:, 0])
+        return Context(tokens=x, pad_mask=pad, pooled=x[:, 0])
 
     def _actions_env(self, actions_n: torch.Tensor) -> torch.Tensor:
         if self.config.clip_actions:
@@ -86,8 +111,19 @@ class SmallVLAPolicy(Policy):
 
     @torch.no_grad()
     def sample(self, obs: Obs, explore: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Aux]:
-        ctx = self.encode(obs)
-        actions_n, logprob, aux = self.head.sample(ctx, explore)
+        image, state, ids, has_pad = self._device_inputs(obs)
+        noise = self.head.draw_noise(image.shape[0], self.device, explore)
+        core = partial(self._sample_core, has_pad=has_pad, explore=explore)
+        inputs = {"image": image, "state": state, "ids": ids, "noise": noise}
+        if self.config.cuda_graphs and GraphedSampler.usable(self):
+            return self.graphs(self, core, (has_pad, explore), inputs)
+        return core(**inputs)
+
+    def _sample_core(self, image: torch.Tensor, state: torch.Tensor, ids: torch.Tensor, noise: Noise, *,
+                     has_pad: bool, explore: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Aux]:
+        """`sample` on device tensors and pre-drawn noise: deterministic, tensor-only (capturable as a CUDA graph)."""
+        ctx = self._encode(image, state, ids, has_pad)
+        actions_n, logprob, aux = self.head.sample(ctx, explore, noise)
         return self._actions_env(actions_n), logprob, self.value_head(ctx.pooled)[:, 0], aux
 
     def evaluate(self, obs: Obs, aux: Aux) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,8 +20,9 @@ _local = threading.local()
 
 
 @contextmanager
-def draw_from(cpu: torch.Generator, device: torch.Generator | None = None) -> Iterator[None]:
-    """For the current thread only, policies draw CPU numbers from `cpu` and accelerator numbers from `device`."""
+def draw_from(cpu: torch.Generator | None, device: torch.Generator | None = None) -> Iterator[None]:
+    """For the current thread only, policies draw CPU numbers from `cpu` (None: torch's global CPU generator) and
+    accelerator numbers from `device`."""
     generators = {"cpu": cpu} | ({device.device.type: device} if device is not None else {})
     previous = getattr(_local, "generators", None)
     _local.generators = generators

@@ -1,6 +1,9 @@
 """OpenVLA-style discrete action head: 256 uniform bins per normalised action dimension, cross-entropy for SFT,
 categorical log-probs and entropy for RL. The H×A tokens are decoded in parallel from learned queries (as
-OpenVLA-OFT), so a chunk is one decoder pass and its log-prob is the sum of the per-token log-probs."""
+OpenVLA-OFT), so a chunk is one decoder pass and its log-prob is the sum of the per-token log-probs.
+
+Exploration samples by Gumbel-max (argmax of logits + Gumbel noise drawn beforehand), the same distribution as
+Categorical(softmax(logits)) but with the randomness outside the network, so `sample` can be a CUDA graph."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cotrain.policies import rng
-from cotrain.policies.action_head import ActionHead, Context, HeadShape, register_head
+from cotrain.policies.action_head import ActionHead, Context, HeadShape, Noise, register_head
 from cotrain.policies.base import Aux
 from cotrain.policies.blocks import Decoder
 from cotrain.policies.configuration_vla import TokenHeadConfig
@@ -24,6 +27,13 @@ def discretize(actions_n: torch.Tensor, n_bins: int) -> torch.Tensor:
 def bin_centers(tokens: torch.Tensor, n_bins: int) -> torch.Tensor:
     """Normalised action at the centre of bin i: −1 + (i + ½)·2/n_bins."""
     return -1 + (tokens.float() + 0.5) * (2.0 / n_bins)
+
+
+def gumbel_noise(u: torch.Tensor) -> torch.Tensor:
+    """g = −log(−log u) for u ~ U(0, 1): argmax_i(logits_i + g_i) ~ Categorical(softmax(logits)) (Gumbel-max trick).
+    u is clamped to [tiny, 1 − ε/2] (torch.rand can return exactly 0, where g would be −inf)."""
+    info = torch.finfo(u.dtype)
+    return -torch.log(-torch.log(u.clamp(info.tiny, 1.0 - info.eps / 2)))
 
 
 @register_head(TokenHeadConfig)
@@ -48,12 +58,16 @@ class TokenHead(ActionHead):
         valid = (~is_pad).to(nll.dtype)
         return (nll * valid).sum() / valid.sum().clamp_min(1.0)
 
-    def sample(self, ctx: Context, explore: bool) -> tuple[torch.Tensor, torch.Tensor, Aux]:
+    def draw_noise(self, batch: int, device: torch.device, explore: bool) -> Noise:
+        """explore: Gumbel noise [B, H, A, n_bins], one per logit; explore=False (argmax) needs none."""
+        if not explore:
+            return {}
+        u = rng.rand((batch, self.shape.chunk_size, self.shape.action_dim, self.cfg.n_bins), device)
+        return {"gumbel": gumbel_noise(u)}
+
+    def sample(self, ctx: Context, explore: bool, noise: Noise) -> tuple[torch.Tensor, torch.Tensor, Aux]:
         logits = self.logits(ctx)
-        if explore:
-            tokens = rng.categorical(logits)
-        else:
-            tokens = logits.argmax(dim=-1)
+        tokens = (logits + noise["gumbel"]).argmax(dim=-1) if explore else logits.argmax(dim=-1)
         logprob, _ = self._score(logits, tokens)
         return bin_centers(tokens, self.cfg.n_bins), logprob, {"tokens": tokens}
 

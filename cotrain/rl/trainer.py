@@ -9,9 +9,12 @@ from before the previous update): before the first step, `evaluate` re-scores th
 (the proximal policy π_prox) over the first epoch's micro-batches, so the first forward repeats it exactly and the
 ratio π_θ/π_prox is exactly 1 before any step. The surrogate is weighted by min(π_prox/π_behav, rl.behav_weight_cap).
 Without lag π_prox = π_behav up to kernel rounding across batch sizes (`behav_ratio_dev` shows how close).
-Randomness: the learner's draws (the anchor's flow-matching noise, image shifts) come from torch's global RNG,
-which it alone uses — a rollout, even one running in another thread, samples from its own generators
-(rollout.RNGStream) — and the minibatch order from the trainer's generator; both are in `state_dict`.
+Randomness: the learner's CPU draws (image shifts) come from torch's global RNG, which it alone uses — a rollout,
+even one running in another thread, samples from its own generators (rollout.RNGStream) — its accelerator draws (the
+anchor's flow-matching noise and times) from the trainer's own device generator, and the minibatch order from the
+trainer's CPU generator; all are in `state_dict`. The device generator is not torch's default one because a CUDA
+graph capture in the rollout thread (policies/cuda_graph.py) claims the default generator while it records, and a
+draw from it in another thread then fails ("Offset increment outside graph capture").
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import contextlib
+
 import torch
 
 from cotrain.policies.base import Policy
+from cotrain.policies.rng import draw_from
 from cotrain.policies.checkpoint import apply_rng, capture_rng
 from cotrain.rl.config import RLConfig
 from cotrain.rl.distributed import (
@@ -66,6 +72,10 @@ class PPOTrainer:
         self.step_module = wrap_step(policy, dist, cfg.ddp_find_unused_parameters, cfg.data_parallel)
         self.optimizer = make_optimizer(policy, cfg)
         self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + dist.rank)
+        device = self.device
+        self.device_generator = (torch.Generator(device).manual_seed(cfg.seed * 7919 + dist.rank)
+                                 if device.type != "cpu" else None)
+        """The learner's accelerator draws (see the module docstring); None on CPU (global RNG, as before)."""
         self.iteration = 0
         """Completed updates."""
 
@@ -113,6 +123,11 @@ class PPOTrainer:
 
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """PPO epochs over one rollout; returns metrics averaged over micro-batches and reduced over ranks."""
+        own = draw_from(None, self.device_generator) if self.device_generator is not None else contextlib.nullcontext()
+        with own:
+            return self._update(buffer)
+
+    def _update(self, buffer: RolloutBuffer) -> dict[str, float]:
         cfg = self.cfg
         batch = buffer.flatten()
         n_mb, n_micro = cfg.num_minibatches, cfg.micro_batches
@@ -163,6 +178,7 @@ class PPOTrainer:
             "iteration": self.iteration,
             "optimizer": local_optimizer_state(self.optimizer),  # fsdp2: this rank's shards
             "generator": self.generator.get_state(),
+            "device_generator": self.device_generator.get_state() if self.device_generator is not None else None,
             "rng": capture_rng(),
             "real_batches": real.state_dict() if hasattr(real, "state_dict") else None,
         }
@@ -171,6 +187,8 @@ class PPOTrainer:
         self.iteration = state["iteration"]
         load_local_optimizer_state(self.optimizer, state["optimizer"])
         self.generator.set_state(state["generator"])
+        if self.device_generator is not None and state.get("device_generator") is not None:
+            self.device_generator.set_state(state["device_generator"])
         if state["rng"]["cuda"] and not torch.cuda.is_available():
             raise RuntimeError("resume: the checkpoint holds CUDA RNG state but CUDA is not available")
         apply_rng(state["rng"])
