@@ -61,6 +61,9 @@ def main():
     p.add_argument("--init", default=None, help="a Stage I checkpoint to start from (skips Stage I and the sim demos)")
     p.add_argument("--critic-warmup", type=int, default=0, help="rl.critic_warmup_iterations")
     p.add_argument("--overlap", choices=["on", "off"], default="on", help="rl.overlap_update")
+    p.add_argument("--reward", choices=["event", "dense"], default=None,
+                   help="override the task's reward for Stage II (event: grasp/success bonuses; dense: shaped)")
+    p.add_argument("--eval-every", type=int, default=None, help="iterations between evals (default: only at 0 and the end)")
     p.add_argument("--out", default="runs/exp_rlco")
     a = p.parse_args()
     out = Path(a.out)
@@ -81,6 +84,8 @@ def main():
     print(f"[stage1] {a.stage1_steps} steps in {results['stage1_s']:.0f}s", flush=True)
     import dataclasses
 
+    if a.reward is not None:
+        task_cfg = dataclasses.replace(task_cfg, reward=a.reward)
     task_dict = {k: v for k, v in dataclasses.asdict(task_cfg).items() if k != "source"}
     for beta in a.betas:
         t = time.time()
@@ -88,7 +93,7 @@ def main():
         cfg = Stage2Config(init=str(ckpt), task=task_dict, rl=RLConfig(beta=beta, lr=a.lr, value_lr=a.value_lr,
                                                                      overlap_update=a.overlap == "on",
                                                                      critic_warmup_iterations=a.critic_warmup), wandb=WandbConfig("disabled"),
-                           envs=a.envs, iterations=a.iterations, eval_every=a.iterations, eval_episodes=a.eval_episodes,
+                           envs=a.envs, iterations=a.iterations, eval_every=a.eval_every or a.iterations, eval_episodes=a.eval_episodes,
                            save_every=a.iterations, out=str(run), device="auto", real_in_memory=True)
         train_stage2(cfg, real_dataset=ChunkDataset(real, H))
         results["stage2"][str(beta)] = last_rows(run / "metrics.csv") | {"seconds": time.time() - t}

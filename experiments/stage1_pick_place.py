@@ -132,6 +132,7 @@ def main():
     p.add_argument("--keypoints", type=int, default=None, help="override the policy config's keypoints")
     p.add_argument("--ema", type=float, default=None, help="override Stage I's ema_decay (0 = off)")
     p.add_argument("--lr", type=float, default=None, help="override Stage I's lr")
+    p.add_argument("--weight-decay", type=float, default=None, help="override Stage I's AdamW weight decay")
     p.add_argument("--dart", type=float, default=0.0, help="DART noise std (m/step) on the sim demos' executed actions")
     p.add_argument("--camera-fov", type=float, default=None, help="override the task camera's field of view (rad)")
     p.add_argument("--demos-cache", default=None, help="directory: reuse / keep generated demos (pickles)")
@@ -171,7 +172,7 @@ def main():
     heldout = demos(task_cfg, "sim", a.heldout, 200_000, a.workers, a.demos_cache) if a.heldout else None
     if a.demos_only:
         return
-    overrides = {k: v for k, v in (("ema_decay", a.ema), ("lr", a.lr)) if v is not None}
+    overrides = {k: v for k, v in (("ema_decay", a.ema), ("lr", a.lr), ("weight_decay", a.weight_decay)) if v is not None}
     cfg = Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=a.batch), wandb=WandbConfig("disabled"),
                        steps=a.steps, log_every=50, save_every=a.steps, out=a.out, device="auto", **overrides)
     t = time.time()
