@@ -166,8 +166,8 @@ def test_event_reward_by_hand(state_env):
                                                         "success": torch.tensor([False])})) == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("task", ["push_cube", "close_drawer"])
-def test_dense_reward_is_normalised_and_maximal_at_success(task):
+@pytest.mark.parametrize("task", ["push_cube", "close_drawer", "pick_place"])
+def test_dense_reward_is_normalised_and_a_terminal_success_pays_the_rest_of_the_episode(task):
     cfg = dataclasses.replace(load_task_config(task), reward="dense")
     env = make_task_env(cfg, "sim", obs_mode="state")
     env.reset(seed=0)
@@ -180,8 +180,13 @@ def test_dense_reward_is_normalised_and_maximal_at_success(task):
         if terminated[0] or truncated[0]:
             break
     env.close()
-    assert bool(info["success"][0]) and rewards[-1] == pytest.approx(1.0)
-    assert all(0.0 <= r <= 1.0 for r in rewards) and max(rewards[:-1]) < 1.0
+    assert bool(info["success"][0]) and terminated[0]
+    # success at step n of 80 ends the episode: 1 for that step + 1 for each of the 80 − n steps it cuts off
+    assert rewards[-1] == pytest.approx(1.0 + cfg.max_episode_steps - len(rewards))
+    assert all(0.0 <= r < 1.0 for r in rewards[:-1])
+    # so succeeding beats carrying on without success (< 1 per step), e.g. at the best rate this episode saw
+    left = cfg.max_episode_steps - len(rewards) + 1
+    assert sum(rewards) > sum(rewards[:-1]) + left * max(rewards[:-1])
 
 
 # ----------------------------------------------------------------------------- experts

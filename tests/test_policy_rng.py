@@ -54,15 +54,6 @@ def test_generator_for_is_per_thread_nests_and_refuses_a_missing_device():
     assert seen_by_other_thread == [None] and generator_for("cpu") is None
 
 
-def test_categorical_draws_from_the_softmax_of_the_logits():
-    logits = torch.log(torch.tensor([0.5, 0.3, 0.2])).expand(20_000, 3)
-    with draw_from(gen(0)):
-        draws = rng.categorical(logits)
-    assert draws.shape == (20_000,)
-    freq = torch.bincount(draws, minlength=3).float() / 20_000
-    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.015, rtol=0)  # ~4.5 sigma
-
-
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_sample_in_a_context_depends_on_its_generator_only_and_leaves_the_global_rng_alone(head):
     policy, batch = build(head)

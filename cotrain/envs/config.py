@@ -144,7 +144,8 @@ class TaskConfig:
     max_episode_steps: int
     """Control steps (10 Hz) before truncation."""
     reward: Literal["event", "dense"]
-    """`event`: grasp +1, success +5, lost success −2, all /5 (RLinf); `dense`: the task's shaped reward in [0, 1]."""
+    """`event`: grasp +1, success +5, lost success −2, all /5 (RLinf); `dense`: the task's shaped reward in [0, 1]
+    per step (a success that ends the episode also pays the steps it cuts off: `TwinTaskEnv.compute_normalized_dense_reward`)."""
     terminate_on_success: bool
     """End the episode at the first success (else it runs to the time limit and losing success is penalised)."""
     camera: CameraConfig

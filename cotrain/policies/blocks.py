@@ -154,12 +154,20 @@ class TextEncoder(nn.Module):
         self.proj = nn.Linear(patch * d_model, d_model)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, length = ids.shape
-        n = -(-length // self.patch)
-        ids = F.pad(ids, (0, n * self.patch - length), value=self.pad_id)
-        tokens = self.proj(self.embed(ids).view(b, n, -1))
-        pad = (ids == self.pad_id).view(b, n, self.patch).all(dim=-1)
-        return tokens, pad
+        ids = self._padded(ids)
+        tokens = self.proj(self.embed(ids).view(ids.shape[0], -1, self.patch * self.embed.embedding_dim))
+        return tokens, self._patch_is_pad(ids)
+
+    def patch_padding(self, ids: torch.Tensor) -> torch.Tensor:
+        """bool [B, ceil(L/p)]: which tokens `forward` marks as padding (runs on CPU ids too, before they move)."""
+        return self._patch_is_pad(self._padded(ids))
+
+    def _padded(self, ids: torch.Tensor) -> torch.Tensor:
+        length = ids.shape[1]
+        return F.pad(ids, (0, -(-length // self.patch) * self.patch - length), value=self.pad_id)
+
+    def _patch_is_pad(self, ids: torch.Tensor) -> torch.Tensor:
+        return (ids == self.pad_id).view(ids.shape[0], -1, self.patch).all(dim=-1)
 
 
 def time_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:

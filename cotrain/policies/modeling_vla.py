@@ -14,7 +14,6 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cotrain.data.spec import FeatureSpec
@@ -75,11 +74,8 @@ class SmallVLAPolicy(Policy):
         return image, state, ids.to(self.device), self._text_has_padding(ids)
 
     def _text_has_padding(self, ids: torch.Tensor) -> bool:
-        """Whether `TextEncoder` will mark any token as padding (a byte patch that is all PAD_ID), on CPU ids."""
-        b, length = ids.shape
-        p = self.config.text_patch
-        n = -(-length // p)
-        return bool((F.pad(ids, (0, n * p - length), value=PAD_ID).view(b, n, p) == PAD_ID).all(dim=-1).any())
+        """Whether `TextEncoder` will mark any token as padding, decided on the CPU ids."""
+        return bool(self.text_encoder.patch_padding(ids).any())
 
     def encode(self, obs: Obs, augment: bool = False) -> Context:
         """Trunk context of a raw observation; `augment` (training only) randomly shifts the images first."""

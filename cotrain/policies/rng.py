@@ -59,8 +59,3 @@ def rand(shape: Sequence[int], device: torch.device | str | None = None) -> torc
 def randint(low: int, high: int, shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
     return torch.randint(low, high, tuple(shape), device=device, generator=generator_for(device))
 
-
-def categorical(logits: torch.Tensor) -> torch.Tensor:
-    """One draw per row of logits [..., n] -> indices [...] (as `Categorical(logits=...).sample()`)."""
-    probs = torch.softmax(logits.float(), dim=-1).reshape(-1, logits.shape[-1])
-    return torch.multinomial(probs, 1, generator=generator_for(logits.device)).view(logits.shape[:-1])
