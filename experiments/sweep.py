@@ -61,9 +61,11 @@ def main() -> None:
         mse = r.get("openloop_mse", {})
         cell = lambda d: (f"{ev[d]['success_rate']:.0%} ({ev[d]['ci95'][0]:.0%}–{ev[d]['ci95'][1]:.0%}), "  # noqa: E731
                           f"grasp {ev[d].get('grasp_rate', float('nan')):.0%}") if d in ev else "-"
-        ratio = mse["sim_heldout"]["all"] / mse["sim_train"]["all"] if "sim_heldout" in mse else float("nan")
-        rows.append(f"| {name} | {cell('sim')} | {cell('real_proxy')} | {mse.get('sim_heldout', {}).get('all', float('nan')):.4f} "
-                    f"| {ratio:.1f}× | {r['stage1_seconds']:.0f} s |")
+        heldout, ratio = "-", "-"  # without --heldout demos there is no held-out error
+        if "sim_heldout" in mse:
+            heldout = f"{mse['sim_heldout']['all']:.4f}"
+            ratio = f"{mse['sim_heldout']['all'] / mse['sim_train']['all']:.1f}×"
+        rows.append(f"| {name} | {cell('sim')} | {cell('real_proxy')} | {heldout} | {ratio} | {r['stage1_seconds']:.0f} s |")
     table = "\n".join(["| variant | sim success | real-proxy success | held-out open-loop MSE | held-out/train | train time |",
                        "|---|---|---|---|---|---|", *rows])
     print(table)
