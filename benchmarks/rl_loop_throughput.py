@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
+from cotrain.data.stats import box_stats
 from cotrain.envs import load_task_config, make_env
 from cotrain.policies import make_policy, policy_config_from_dict
 from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig
@@ -63,10 +64,8 @@ class BlankImages:
 
 def small_vla(device: str):
     cfg = yaml.safe_load((Path(__file__).parents[1] / "configs/policy/vla_flow.yaml").read_text())
-    stats = {STATE_KEY: {"mean": np.zeros(8), "std": np.ones(8), "min": -np.ones(8), "max": np.ones(8)},
-             ACTION_KEY: {"mean": np.zeros(7), "std": np.ones(7), "min": -0.05 * np.ones(7), "max": 0.05 * np.ones(7)}}
     torch.manual_seed(0)
-    return make_policy(policy_config_from_dict(cfg), SPEC, stats).to(device)
+    return make_policy(policy_config_from_dict(cfg), SPEC, box_stats(SPEC.state_dim, SPEC.action_dim, 0.05)).to(device)
 
 
 def synthetic_real(n: int, chunk: int, instruction: str) -> list[dict]:

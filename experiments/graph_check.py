@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
+from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
+from cotrain.data.stats import box_stats
 from cotrain.policies import make_policy, policy_config_from_dict, rng
 
 SPEC = FeatureSpec()
@@ -34,12 +35,9 @@ INSTRUCTION = "put the red cube in the tray"
 
 
 def build(config: Path, device: str):
-    stats = {STATE_KEY: {"mean": torch.zeros(8), "std": torch.ones(8), "min": -torch.ones(8), "max": torch.ones(8)},
-             ACTION_KEY: {"mean": torch.zeros(7), "std": torch.ones(7), "min": -0.05 * torch.ones(7),
-                          "max": 0.05 * torch.ones(7)}}
     torch.manual_seed(0)
     cfg = policy_config_from_dict(yaml.safe_load(config.read_text()), where=str(config))
-    return make_policy(cfg, SPEC, stats).to(device)
+    return make_policy(cfg, SPEC, box_stats(SPEC.state_dim, SPEC.action_dim, 0.05)).to(device)
 
 
 def observations(batch: int) -> dict:

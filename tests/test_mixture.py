@@ -111,3 +111,12 @@ def test_batch_stats_hand_values():
     s = batch_stats({"observation.state": state, "action": action})
     assert s["observation.state"]["mean"][0] == 2.0 and s["observation.state"]["std"][0] == pytest.approx(2 ** 0.5)
     assert s["action"]["mean"][3] == 3.0 and s["action"]["min"][6] == 0.0 and s["action"]["max"][0] == 6.0
+
+
+def test_box_stats_hand_values():
+    from cotrain.data.stats import box_stats
+
+    s = box_stats(2, 3, 0.05)
+    assert s["observation.state"]["min"].tolist() == [-1.0, -1.0] and s["observation.state"]["max"].tolist() == [1.0, 1.0]
+    assert s["action"]["min"].tolist() == [-0.05] * 3 and s["action"]["max"].tolist() == [0.05] * 3
+    assert s["action"]["mean"].tolist() == [0.0] * 3 and s["action"]["std"].tolist() == [1.0] * 3

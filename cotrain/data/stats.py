@@ -81,3 +81,12 @@ def batch_stats(batch: dict) -> dict[str, dict]:
         x = batch[key].reshape(-1, batch[key].shape[-1])
         out[key] = {"mean": x.mean(0), "std": x.std(0), "min": x.min(0).values, "max": x.max(0).values}
     return out
+
+
+def box_stats(state_dim: int, action_dim: int, action_limit: float) -> dict[str, dict]:
+    """Stats of a unit box for the state (mean 0, std 1, range ±1) and of ±`action_limit` for the action (mean 0,
+    std 1): a randomly initialised policy built for benchmarks, where only shapes and timing matter."""
+    def box(dim: int, limit: float) -> dict:
+        return {"mean": np.zeros(dim), "std": np.ones(dim), "min": -limit * np.ones(dim), "max": limit * np.ones(dim)}
+
+    return {STATE_KEY: box(state_dim, 1.0), ACTION_KEY: box(action_dim, action_limit)}

@@ -125,23 +125,25 @@ class FlowChain(nn.Module):
         return fl.chain_logprob(chain, means, stds, stochastic), fl.chain_entropy(stds, stochastic)
 
     @staticmethod
-    def _one_step_chain_logprob(chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, stochastic: torch.Tensor) -> torch.Tensor:
+    def _stochastic_step(stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, k): each row's index and its one stochastic step k_b, for indexing [B, K, …] tensors at k_b."""
+        return torch.arange(stochastic.shape[0], device=stochastic.device), stochastic.to(torch.int64).argmax(dim=1)
+
+    def _one_step_chain_logprob(self, chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, stochastic: torch.Tensor) -> torch.Tensor:
         """`fl.chain_logprob` for exactly one stochastic step per row, summed as `_score_one_step` sums it."""
-        k = stochastic.to(torch.int64).argmax(dim=1)
-        rows = torch.arange(chain.shape[0], device=chain.device)
+        rows, k = self._stochastic_step(stochastic)
         return fl.one_step_logprob(chain[rows, k + 1], means[rows, k], stds[rows, k])
 
     def _score_one_step(self, velocity: VelocityFn, chain: torch.Tensor, stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flow-SDE: only row b's stochastic step k_b has a density, log N(x_{k_b+1}; μ_{k_b}(x_{k_b}), s²), so one
         velocity call on the rows' own (x_{k_b}, t_{k_b}) scores the whole batch (K times fewer decoder passes in
         every PPO forward than scoring every step and masking)."""
-        b, num_steps = chain.shape[0], self.cfg.num_steps
-        k = stochastic.to(torch.int64).argmax(dim=1)
-        rows = torch.arange(b, device=chain.device)
+        num_steps = self.cfg.num_steps
+        rows, k = self._stochastic_step(stochastic)
         x, x_next = chain[rows, k], chain[rows, k + 1]
         t = fl.time_grid(num_steps).to(chain.device, chain.dtype)[k]
         v, h = velocity(x, t)
-        mean, std = self._transition(x, v, h, t, 1.0 / num_steps, torch.ones(b, dtype=torch.bool, device=chain.device))
+        mean, std = self._transition(x, v, h, t, 1.0 / num_steps, torch.ones_like(rows, dtype=torch.bool))
         return fl.one_step_logprob(x_next, mean, std), fl.gaussian_entropy(std).flatten(1).sum(dim=1)
 
 

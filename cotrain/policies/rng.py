@@ -58,4 +58,3 @@ def rand(shape: Sequence[int], device: torch.device | str | None = None) -> torc
 
 def randint(low: int, high: int, shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
     return torch.randint(low, high, tuple(shape), device=device, generator=generator_for(device))
-

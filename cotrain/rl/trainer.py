@@ -23,13 +23,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-import contextlib
-
 import torch
 
 from cotrain.policies.base import Policy
-from cotrain.policies.rng import draw_from
 from cotrain.policies.checkpoint import apply_rng, capture_rng
+from cotrain.policies.rng import draw_from
 from cotrain.rl.config import RLConfig
 from cotrain.rl.distributed import (
     DistInfo, all_reduce_mean, clip_grad_norm, grad_sync, load_local_optimizer_state, local_optimizer_state, wrap_step,
@@ -71,10 +69,9 @@ class PPOTrainer:
         self.policy, self.cfg, self.real_batches, self.dist = policy, cfg, real_batches, dist
         self.step_module = wrap_step(policy, dist, cfg.ddp_find_unused_parameters, cfg.data_parallel)
         self.optimizer = make_optimizer(policy, cfg)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + dist.rank)
-        device = self.device
-        self.device_generator = (torch.Generator(device).manual_seed(cfg.seed * 7919 + dist.rank)
-                                 if device.type != "cpu" else None)
+        seed, device = cfg.seed * 7919 + dist.rank, self.device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device_generator = torch.Generator(device).manual_seed(seed) if device.type != "cpu" else None
         """The learner's accelerator draws (see the module docstring); None on CPU (global RNG, as before)."""
         self.iteration = 0
         """Completed updates."""
@@ -123,8 +120,7 @@ class PPOTrainer:
 
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """PPO epochs over one rollout; returns metrics averaged over micro-batches and reduced over ranks."""
-        own = draw_from(None, self.device_generator) if self.device_generator is not None else contextlib.nullcontext()
-        with own:
+        with draw_from(None, self.device_generator):  # CPU draws: torch's global RNG; device draws: our own
             return self._update(buffer)
 
     def _update(self, buffer: RolloutBuffer) -> dict[str, float]:
