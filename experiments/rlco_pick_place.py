@@ -76,7 +76,7 @@ def main():
         ckpt = Path(a.init)
     else:
         sim = demos(task_cfg, "sim", a.sim, 0, a.workers)
-        ckpt = train_stage1(Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=64),
+        ckpt = train_stage1(Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=128),
                                          wandb=WandbConfig("disabled"), steps=a.stage1_steps, log_every=100,
                                          save_every=a.stage1_steps, out=str(out / "stage1"), device="auto"),
                             real=[ChunkDataset(real, H)], sim=[ChunkDataset(sim, H)])

@@ -120,10 +120,11 @@ def main():
     p.add_argument("--real", type=int, default=20, help="real-proxy demos")
     p.add_argument("--alpha", type=float, default=0.2)
     p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=128)
     p.add_argument("--policy", default="vla_flow")
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--eval-seed", type=int, default=100_000, help="first evaluation seed (episodes use eval-seed…)")
     p.add_argument("--heldout", type=int, default=20, help="sim demos of unseen seeds for the open-loop error")
     p.add_argument("--image-shift", type=int, default=None,
                    help="override the policy config's image_shift (train-time random shift in px; 0 = off)")
@@ -183,7 +184,7 @@ def main():
     chunk_sets = {"sim_train": ChunkDataset(sim, chunk)} | ({"sim_heldout": ChunkDataset(heldout, chunk)} if heldout else {})
     results["openloop_mse"] = {name: openloop_error(ckpt, ds) for name, ds in chunk_sets.items()}
     print(f"[openloop] action MSE (normalised): {json.dumps(results['openloop_mse'])}", flush=True)
-    results["eval"] = [evaluate(task_cfg, ckpt, d, a.eval_episodes, a.workers) for d in ("sim", "real_proxy")]
+    results["eval"] = [evaluate(task_cfg, ckpt, d, a.eval_episodes, a.workers, a.eval_seed) for d in ("sim", "real_proxy")]
     Path(a.out, "results.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results["eval"]))
 

@@ -77,3 +77,24 @@ def test_image_shift_zero_turns_augmentation_off_and_negative_is_refused():
     assert torch.equal(seen[-1], batch[IMAGE_KEY])
     with pytest.raises(ValueError, match="image_shift must be >= 0, got -1"):
         SmallVLAConfig(image_shift=-1)
+
+
+def test_state_noise_jitters_the_normalised_state_only_in_training_sft_loss():
+    torch.manual_seed(0)
+    batch = _textured_batch(n=256)
+    cfg = tiny_config(HEADS["flow_sde"])
+    policy = make_policy(SmallVLAConfig(**{**cfg.__dict__, "state_noise": 0.3}), TINY_SPEC, stats_of(batch))
+    seen: list[torch.Tensor] = []
+    policy.state_in.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    clean = policy.normalizer.normalize_state(batch["observation.state"].float())
+    policy.train()
+    policy.sft_loss(batch)
+    jitter = seen[-1] - clean
+    assert abs(jitter.std().item() - 0.3) < 0.02 and abs(jitter.mean().item()) < 0.02  # 256·S draws of N(0, 0.3²)
+    policy.sample(obs_of(batch), explore=True)
+    assert torch.allclose(seen[-1], clean)  # sampling never jitters
+    policy.eval()
+    policy.sft_loss(batch)
+    assert torch.allclose(seen[-1], clean)  # nor a validation loss
+    with pytest.raises(ValueError, match="state_noise must be >= 0, got -0.1"):
+        SmallVLAConfig(state_noise=-0.1)

@@ -96,6 +96,11 @@ class SmallVLAConfig:
     """Training-time augmentation: `sft_loss` in training mode shifts each image by a random (dy, dx) in
     [−image_shift, image_shift]² pixels, borders replicated (DrQ random shift; `cotrain.policies.augment`). 0 = off.
     `sample` / `evaluate` never augment."""
+    state_noise: float = 0.0
+    """Training-time augmentation: `sft_loss` in training mode adds Gaussian noise of this std (normalised state
+    units) to the proprio state. With ~100 demos the proprio trajectory alone identifies a demo, and a policy can
+    replay it instead of looking at the object (the copycat shortcut); noise makes the state too coarse for that
+    while the image still locates the object. 0 = off. `sample` / `evaluate` never add it."""
     head: FlowHeadConfig | TokenHeadConfig = field(default_factory=FlowHeadConfig)
     """The action head; its config class selects its module."""
     cuda_graphs: bool = True
@@ -116,3 +121,4 @@ class SmallVLAConfig:
         require(self.mlp_ratio >= 1 and self.value_hidden >= 1, "SmallVLAConfig.mlp_ratio and value_hidden must be >= 1")
         require(self.keypoints >= 0, f"SmallVLAConfig.keypoints must be >= 0, got {self.keypoints}")
         require(self.image_shift >= 0, f"SmallVLAConfig.image_shift must be >= 0, got {self.image_shift}")
+        require(self.state_noise >= 0, f"SmallVLAConfig.state_noise must be >= 0, got {self.state_noise}")

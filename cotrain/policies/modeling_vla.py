@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cotrain.data.spec import FeatureSpec
-from cotrain.policies import flow_head, token_head  # noqa: F401  (registers the heads)
+from cotrain.policies import flow_head, rng, token_head  # noqa: F401  (registers the heads)
 from cotrain.policies.action_head import Context, HeadShape, Noise, make_head
 from cotrain.policies.augment import random_shift
 from cotrain.policies.base import Aux, Obs, Policy
@@ -78,19 +78,28 @@ class SmallVLAPolicy(Policy):
         return bool(self.text_encoder.patch_padding(ids).any())
 
     def encode(self, obs: Obs, augment: bool = False) -> Context:
-        """Trunk context of a raw observation; `augment` (training only) randomly shifts the images first."""
+        """Trunk context of a raw observation; `augment` (training only) randomly shifts the images and adds
+        `config.state_noise` to the normalised state first."""
         image, state, ids, has_pad = self._device_inputs(obs)
+        state_jitter = None
         if augment:
             image = random_shift(image, self.config.image_shift)
-        return self._encode(image, state, ids, has_pad)
+            if self.config.state_noise > 0:
+                state_jitter = self.config.state_noise * rng.randn(state.shape, state.device, state.dtype)
+        return self._encode(image, state, ids, has_pad, state_jitter)
 
-    def _encode(self, image: torch.Tensor, state: torch.Tensor, ids: torch.Tensor, has_pad: bool) -> Context:
+    def _encode(self, image: torch.Tensor, state: torch.Tensor, ids: torch.Tensor, has_pad: bool,
+                state_jitter: torch.Tensor | None = None) -> Context:
+        """`state_jitter` (training only) is added to the normalised state."""
         img = self.image_encoder(image) + self.image_pos
         txt, text_pad = self.text_encoder(ids)
         txt = txt + self.text_pos[: txt.shape[1]]
         b = img.shape[0]
         summary = self.summary[:, :1].expand(b, -1, -1)
-        st = (self.state_in(self.normalizer.normalize_state(state)) + self.summary[0, 1])[:, None, :]
+        state_n = self.normalizer.normalize_state(state)
+        if state_jitter is not None:
+            state_n = state_n + state_jitter
+        st = (self.state_in(state_n) + self.summary[0, 1])[:, None, :]
         x = torch.cat([summary, st, img, txt], dim=1)
         pad = None  # no mask at all lets attention take its fastest kernel
         if has_pad:
