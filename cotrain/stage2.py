@@ -42,6 +42,9 @@ EVAL_DOMAINS = ("sim", "real_proxy")
 class Stage2Config:
     init: str | None = None
     """Stage I checkpoint to start from (ignored when resuming)."""
+    policy_overrides: dict[str, Any] = field(default_factory=dict)
+    """Policy config keys to change on the `init` checkpoint's config for Stage II, e.g. {value_detach: true} or
+    {head: {rl_method: flow_noise}} (`load_policy`'s overrides; a resumed run keeps the config it saved)."""
     task: dict[str, Any] = field(default_factory=dict)
     """Task config (configs/task/*.yaml)."""
     real: list[str] = field(default_factory=list)
@@ -121,7 +124,8 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
     # policy: from Stage I, or from this run's latest checkpoint
     resume = resolve_resume(cfg.resume) if cfg.resume else None
     sharded = cfg.rl.data_parallel == "fsdp2" and info.world_size > 1  # shards move to the GPU in PPOTrainer
-    policy = load_policy(resume or cfg.init, expected_spec=spec, device="cpu" if sharded else info.device)
+    policy = load_policy(resume or cfg.init, expected_spec=spec, device="cpu" if sharded else info.device,
+                         overrides=None if resume else OmegaConf.to_container(OmegaConf.create(cfg.policy_overrides)))
     H = policy.chunk_size
 
     # real data for the anchor: a fresh batch per PPO micro-batch

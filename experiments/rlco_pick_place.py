@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import time
@@ -33,15 +34,21 @@ from experiments.stage1_pick_place import demos  # noqa: E402
 
 
 def last_rows(metrics_csv: Path) -> dict:
+    """Evals at the start and end (when any), throughputs, and the rollouts' success rate averaged over the first and
+    the last fifth of the iterations (one iteration's ~20 episodes are too few to show a trend)."""
     with open(metrics_csv) as f:
         rows = list(csv.DictReader(f))
     evals = [r for r in rows if r.get("eval/sim_success")]
     perf = [r for r in rows if r.get("perf/loop_sps")]
-    mean = lambda k: sum(float(r[k]) for r in perf) / len(perf)  # noqa: E731
-    return {"eval_first": {k: float(evals[0][k]) for k in ("eval/sim_success", "eval/real_proxy_success")},
-            "eval_last": {k: float(evals[-1][k]) for k in ("eval/sim_success", "eval/real_proxy_success", "env_steps")},
-            "loop_sps": mean("perf/loop_sps"), "env_sps": mean("perf/env_sps"), "rollout_sps": mean("perf/rollout_sps"),
-            "rollout_success_first": float(perf[0]["rollout/success"]), "rollout_success_last": float(perf[-1]["rollout/success"])}
+    mean = lambda k, rs=perf: sum(float(r[k]) for r in rs) / len(rs)  # noqa: E731
+    fifth = max(1, len(perf) // 5)
+    out = {"loop_sps": mean("perf/loop_sps"), "env_sps": mean("perf/env_sps"), "rollout_sps": mean("perf/rollout_sps"),
+           "rollout_success_first_fifth": mean("rollout/success", perf[:fifth]),
+           "rollout_success_last_fifth": mean("rollout/success", perf[-fifth:])}
+    if evals:
+        out["eval_first"] = {k: float(evals[0][k]) for k in ("eval/sim_success", "eval/real_proxy_success")}
+        out["eval_last"] = {k: float(evals[-1][k]) for k in ("eval/sim_success", "eval/real_proxy_success", "env_steps")}
+    return out
 
 
 def main():
@@ -56,8 +63,12 @@ def main():
     p.add_argument("--betas", type=float, nargs="+", default=[0.2, 0.0])
     p.add_argument("--eval-episodes", type=int, default=48)
     p.add_argument("--workers", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-5, help="policy lr (RLinf's 5e-6 is for a 3B-parameter VLA)")
+    p.add_argument("--lr", type=float, nargs="+", default=[2e-5],
+                   help="policy lr(s); one run per (beta, lr) (RLinf's 5e-6 is for a 3B-parameter VLA)")
     p.add_argument("--value-lr", type=float, default=3e-4)
+    p.add_argument("--vf-coef", type=float, default=RLConfig.vf_coef)
+    p.add_argument("--policy-set", nargs="*", default=[], metavar="KEY=YAML",
+                   help="Stage II policy_overrides on the init checkpoint's config, e.g. value_detach=true")
     p.add_argument("--init", default=None, help="a Stage I checkpoint to start from (skips Stage I and the sim demos)")
     p.add_argument("--critic-warmup", type=int, default=0, help="rl.critic_warmup_iterations")
     p.add_argument("--overlap", choices=["on", "off"], default="on", help="rl.overlap_update")
@@ -86,18 +97,21 @@ def main():
 
     if a.reward is not None:
         task_cfg = dataclasses.replace(task_cfg, reward=a.reward)
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in a.policy_set)}
     task_dict = {k: v for k, v in dataclasses.asdict(task_cfg).items() if k != "source"}
-    for beta in a.betas:
+    for beta, lr in itertools.product(a.betas, a.lr):
         t = time.time()
-        run = out / f"stage2_beta{beta}"
-        cfg = Stage2Config(init=str(ckpt), task=task_dict, rl=RLConfig(beta=beta, lr=a.lr, value_lr=a.value_lr,
+        name = f"beta{beta}" if len(a.lr) == 1 else f"beta{beta}_lr{lr:g}"
+        run = out / f"stage2_{name}"
+        cfg = Stage2Config(init=str(ckpt), task=task_dict, policy_overrides=overrides,
+                           rl=RLConfig(beta=beta, lr=lr, value_lr=a.value_lr, vf_coef=a.vf_coef,
                                                                      overlap_update=a.overlap == "on",
                                                                      critic_warmup_iterations=a.critic_warmup), wandb=WandbConfig("disabled"),
                            envs=a.envs, iterations=a.iterations, eval_every=a.eval_every or a.iterations, eval_episodes=a.eval_episodes,
                            save_every=a.iterations, out=str(run), device="auto", real_in_memory=True)
         train_stage2(cfg, real_dataset=ChunkDataset(real, H))
-        results["stage2"][str(beta)] = last_rows(run / "metrics.csv") | {"seconds": time.time() - t}
-        print(f"[stage2 beta={beta}] {json.dumps(results['stage2'][str(beta)])}", flush=True)
+        results["stage2"][name] = last_rows(run / "metrics.csv") | {"seconds": time.time() - t}
+        print(f"[stage2 {name}] {json.dumps(results['stage2'][name])}", flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=1))  # after each run: partial results survive
 
 

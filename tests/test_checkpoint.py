@@ -108,3 +108,15 @@ def test_incomplete_checkpoint_is_refused(tmp_path):
         load_policy(tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="no such directory"):
         load_policy(tmp_path / "nope")
+
+
+def test_overrides_change_the_config_keep_the_weights_and_are_checked(tmp_path):
+    policy, _, _ = _trained("flow_sde")
+    save_checkpoint(tmp_path / "ckpt", policy)
+    loaded = load_policy(tmp_path / "ckpt", overrides={"value_detach": True, "head": {"rl_method": "flow_noise"}})
+    assert loaded.config.value_detach and loaded.config.head.rl_method == "flow_noise"
+    assert loaded.config.head.num_steps == policy.config.head.num_steps  # a nested override merges, not replaces
+    for (name, a), (_, b) in zip(policy.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match=r"overrides: unknown key\(s\) \['value_detached'\]"):
+        load_policy(tmp_path / "ckpt", overrides={"value_detached": True})

@@ -80,15 +80,19 @@ def save_checkpoint(path: str | Path, policy: Policy, *, optimizer: torch.optim.
     return path
 
 
-def load_policy(path: str | Path, expected_spec: FeatureSpec | None = None, device: str | torch.device = "cpu") -> Policy:
+def load_policy(path: str | Path, expected_spec: FeatureSpec | None = None, device: str | torch.device = "cpu",
+                overrides: dict[str, Any] | None = None) -> Policy:
     """Rebuild the policy from the checkpoint's config and load its weights; refuse a checkpoint whose feature spec
-    differs from `expected_spec` (SpecMismatchError naming every differing field)."""
+    differs from `expected_spec` (SpecMismatchError naming every differing field). `overrides` replaces config keys
+    before the policy is built (nested dicts merge, e.g. {"head": {"rl_method": "flow_noise"}}); the keys are
+    checked like the config file's, and weights must still fit."""
     path = Path(path)
     _check_checkpoint_dir(path)
     spec = FeatureSpec.from_dict(json.loads((path / SPEC_FILE).read_text()))
     if expected_spec is not None:
         expected_spec.check_matches(spec, where=f"checkpoint {path}")
-    cfg = policy_config_from_dict(json.loads((path / CONFIG_FILE).read_text()), where=str(path / CONFIG_FILE))
+    cfg_dict = merge_overrides(json.loads((path / CONFIG_FILE).read_text()), overrides or {})
+    cfg = policy_config_from_dict(cfg_dict, where=str(path / CONFIG_FILE) + (" + overrides" if overrides else ""))
     flat = load_file(str(path / STATS_FILE))
     stats = {key: {name: flat[f"{key}/{name}"] for name in STAT_NAMES} for key in {k.split("/")[0] for k in flat}}
     policy = make_policy(cfg, spec, stats, load_pretrained=False)
@@ -97,6 +101,14 @@ def load_policy(path: str | Path, expected_spec: FeatureSpec | None = None, devi
         raise ValueError(f"{path / MODEL_FILE}: weights do not fit the config in {CONFIG_FILE} "
                          f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
     return policy.to(device)
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` applied key by key; a dict value merges into the dict it replaces."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge_overrides(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer | None = None,

@@ -87,6 +87,10 @@ class SmallVLAConfig:
     """Bytes per instruction token (byte patches keep the trunk short)."""
     value_hidden: int = 128
     """Hidden width of the value MLP."""
+    value_detach: bool = False
+    """Stage II: the value head reads the trunk's summary token through a stop-gradient, so the value loss trains
+    the value MLP only and cannot reshape the features the action head reads. False: the critic's gradient also
+    moves the shared trunk."""
     clip_actions: bool = True
     """Clip the normalised action to [-1, 1] (the demonstrations' min..max) before mapping to env units."""
     state_norm: Literal["mean_std", "min_max"] = "mean_std"

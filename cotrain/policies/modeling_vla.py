@@ -129,12 +129,16 @@ class SmallVLAPolicy(Policy):
         """`sample` on device tensors and pre-drawn noise: deterministic, tensor-only (capturable as a CUDA graph)."""
         ctx = self._encode(image, state, ids, has_pad)
         actions_n, logprob, aux = self.head.sample(ctx, explore, noise)
-        return self._actions_env(actions_n), logprob, self.value_head(ctx.pooled)[:, 0], aux
+        return self._actions_env(actions_n), logprob, self._value(ctx), aux
 
     def evaluate(self, obs: Obs, aux: Aux) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ctx = self.encode(obs)
         logprob, entropy = self.head.evaluate(ctx, aux)
-        return logprob, entropy, self.value_head(ctx.pooled)[:, 0]
+        return logprob, entropy, self._value(ctx)
+
+    def _value(self, ctx: Context) -> torch.Tensor:
+        """V(s) [B] from the summary token (through a stop-gradient with config.value_detach)."""
+        return self.value_head(ctx.pooled.detach() if self.config.value_detach else ctx.pooled)[:, 0]
 
     def sft_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         actions, is_pad = action_targets(batch, self.spec, self.chunk_size, self.device)

@@ -4,6 +4,9 @@ ToyVecEnv: reach a goal in 3-d. state = (ee xyz, goal xyz, elapsed fraction of t
 observed so values stay finite under truncation bootstrapping); the action's first three
 entries move the end effector by 0.1·clip(a, −1, 1). Reward per step = −distance; reaching within 0.1 terminates
 with +1 (success), leaving the unit box terminates (failure), `max_steps` control steps truncate.
+ToyBanditEnv: the same observations, one chunk per episode, reward 1 − mean((a_xyz − 2·goal)²) at the chunk's last
+step — a contextual bandit whose best action depends on the observation, with a strong signal per sample (tests
+that PPO on a policy learns at all).
 ToyPolicy: a Gaussian over the action chunk from an MLP of the state, a value head, MSE as the SFT loss.
 """
 
@@ -81,6 +84,25 @@ class ToyVecEnv:
 
     def close(self) -> None:
         pass
+
+
+class ToyBanditEnv(ToyVecEnv):
+    def __init__(self, num_envs: int, chunk_size: int, seed: int = 0, image_shape: tuple[int, int, int] = IMAGE_SHAPE,
+                 task: str = TASK):
+        super().__init__(num_envs, chunk_size, max_steps=chunk_size, seed=seed, image_shape=image_shape, task=task)
+
+    def step_chunk(self, actions: torch.Tensor):
+        a = actions.detach().cpu().numpy()[..., :3]
+        if a.shape[:2] != (self.num_envs, self.chunk_size) or not np.isfinite(a).all():
+            raise ValueError(f"ToyBanditEnv.step_chunk: actions must be finite [{self.num_envs}, {self.chunk_size}, 7], "
+                             f"got {tuple(actions.shape)}")
+        reward = np.zeros((self.num_envs, self.chunk_size), np.float32)
+        reward[:, -1] = 1.0 - ((a - 2.0 * self.goal[:, None, :]) ** 2).mean(axis=(1, 2))
+        final_obs = self._obs()
+        for i in range(self.num_envs):
+            self._reset_env(i)
+        done, success = torch.ones(self.num_envs, dtype=torch.bool), torch.as_tensor(reward[:, -1] > 0.9)
+        return self._obs(), torch.as_tensor(reward), done, ~done, {"final_obs": final_obs, "success": success}
 
 
 class ToyPolicy(Policy):
