@@ -67,6 +67,7 @@ def main():
                    help="policy lr(s); one run per (beta, lr) (RLinf's 5e-6 is for a 3B-parameter VLA)")
     p.add_argument("--value-lr", type=float, default=3e-4)
     p.add_argument("--vf-coef", type=float, default=RLConfig.vf_coef)
+    p.add_argument("--target-kl", type=float, default=None, help="rl.target_kl (early stop of an update)")
     p.add_argument("--policy-set", nargs="*", default=[], metavar="KEY=YAML",
                    help="Stage II policy_overrides on the init checkpoint's config, e.g. value_detach=true")
     p.add_argument("--init", default=None, help="a Stage I checkpoint to start from (skips Stage I and the sim demos)")
@@ -104,7 +105,7 @@ def main():
         name = f"beta{beta}" if len(a.lr) == 1 else f"beta{beta}_lr{lr:g}"
         run = out / f"stage2_{name}"
         cfg = Stage2Config(init=str(ckpt), task=task_dict, policy_overrides=overrides,
-                           rl=RLConfig(beta=beta, lr=lr, value_lr=a.value_lr, vf_coef=a.vf_coef,
+                           rl=RLConfig(beta=beta, lr=lr, value_lr=a.value_lr, vf_coef=a.vf_coef, target_kl=a.target_kl,
                                                                      overlap_update=a.overlap == "on",
                                                                      critic_warmup_iterations=a.critic_warmup), wandb=WandbConfig("disabled"),
                            envs=a.envs, iterations=a.iterations, eval_every=a.eval_every or a.iterations, eval_episodes=a.eval_episodes,

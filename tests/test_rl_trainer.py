@@ -153,3 +153,18 @@ def test_resume_without_rng_state_would_differ(tmp_path):
     trainer.load_state_dict(state["trainer"])
     trainer.generator.manual_seed(5)
     assert iterate(collector, trainer, 1)[0]["loss"] != reference[2]["loss"]
+
+
+def test_target_kl_ends_the_update_once_the_policy_has_moved_that_far():
+    def run(target_kl):
+        torch.manual_seed(0)
+        policy = ToyPolicy(chunk_size=H)
+        cfg = RLConfig(num_steps=4, beta=0.0, lr=1e-1, update_epochs=3, num_minibatches=4, target_kl=target_kl)
+        collector, trainer = RolloutCollector(ToyVecEnv(8, H, max_steps=6), policy, cfg), PPOTrainer(policy, cfg, None)
+        return trainer.update(collector.collect(0)[0])
+
+    assert run(None)["update_steps"] == 12  # 3 epochs x 4 minibatches
+    # the first minibatch's KL is exactly 0 (ratio 1), so one step is always taken; at lr 0.1 the next exceeds 1e-9
+    assert run(1e-9)["update_steps"] == 1
+    assert 1 < run(10.0)["update_steps"] < 12  # measured: 6 (lr 0.1 on the toy policy moves it fast)
+    assert run(1e6)["update_steps"] == 12

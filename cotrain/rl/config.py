@@ -54,6 +54,10 @@ class RLConfig:
     """AdamW weight decay."""
     adam_eps: float = 1e-5
     """AdamW ε."""
+    target_kl: float | None = None
+    """Stop the update early (CleanRL's target-KL): before each optimizer step, if the minibatch's approximate
+    KL(π_prox ‖ π_θ) — measured on the forward just done — exceeds this, the step is skipped and the update ends.
+    None: always run every epoch. Needed when one step moves a sharp density (flow-SDE) far past the clip region."""
     max_grad_norm: float = 1.0
     """Global gradient-norm clip per optimizer step."""
     seed: int = 0
@@ -97,6 +101,8 @@ class RLConfig:
                 raise ValueError(f"rl.{name} must be > 0, got {getattr(self, name)}")
         if self.data_parallel not in ("ddp", "fsdp2"):
             raise ValueError(f"rl.data_parallel must be ddp|fsdp2, got {self.data_parallel!r}")
+        if self.target_kl is not None and self.target_kl <= 0:
+            raise ValueError(f"rl.target_kl must be > 0 or None, got {self.target_kl}")
         if self.vf_clip_coef is not None and self.vf_clip_coef <= 0:
             raise ValueError(f"rl.vf_clip_coef must be > 0 or None, got {self.vf_clip_coef}")
         if self.behav_weight_cap is not None and self.behav_weight_cap < 1:

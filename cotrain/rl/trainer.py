@@ -2,7 +2,8 @@
 
     for each epoch: shuffle the rollout; for each minibatch: zero grads, for each micro-batch:
         draw a fresh real batch; one DDP forward (evaluate + sft_loss); loss (one line); one backward
-    then clip the global grad norm and step AdamW (value head at its own lr).
+    then clip the global grad norm and step AdamW (value head at its own lr)
+    — unless rl.target_kl is set and the minibatch's approximate KL exceeds it: then the update ends there.
 
 Decoupled PPO (Hilton et al. 2021), so a rollout may lag the learner (rl.overlap_update: sampled by the weights
 from before the previous update): before the first step, `evaluate` re-scores the rollout under the current weights
@@ -118,6 +119,12 @@ class PPOTrainer:
                 prox[index] = logprob.to(prox.device, prox.dtype)
         return prox
 
+    def kl_exceeded(self, approx_kl: torch.Tensor) -> bool:
+        """rl.target_kl: whether this minibatch's approximate KL (mean over ranks, so all ranks agree) is above it."""
+        if self.cfg.target_kl is None:
+            return False
+        return all_reduce_mean({"kl": float(approx_kl)}, self.dist)["kl"] > self.cfg.target_kl
+
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """PPO epochs over one rollout; returns metrics averaged over micro-batches and reduced over ranks."""
         with draw_from(None, self.device_generator):  # CPU draws: torch's global RNG; device draws: our own
@@ -142,12 +149,14 @@ class PPOTrainer:
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         grad_norms, n_terms, n_steps = [], 0, 0
         initial_ratio_dev = torch.tensor(float("nan"))
+        stopped = False
         for perm in perms:
             for mb_index, micros in self.minibatches(perm):
                 mb = batch.rows(mb_index)
                 if cfg.norm_adv:
                     mb.advantages = normalize_advantages(mb.advantages)
                 self.optimizer.zero_grad(set_to_none=True)
+                mb_kl = torch.zeros((), device=self.device)
                 for k, micro_index in enumerate(micros):
                     with grad_sync(self.step_module, sync=k == n_micro - 1):
                         terms = self.backward_micro_batch(mb.rows(micro_index), loss_scale=1.0 / n_micro)
@@ -156,12 +165,19 @@ class PPOTrainer:
                     for name, value in terms.items():
                         sums[name] += value  # tensors: no device sync per micro-batch
                     n_terms += 1
+                    mb_kl += terms["approx_kl"] / n_micro
+                if self.kl_exceeded(mb_kl):
+                    stopped = True
+                    break
                 grad_norms.append(clip_grad_norm(self.policy.parameters(), cfg.max_grad_norm))
                 self.optimizer.step()
                 n_steps += 1
+            if stopped:
+                break
         self.iteration += 1
         metrics = {k: float(v) / n_terms for k, v in sums.items() if k != "ratio_dev"}
-        metrics["grad_norm"] = float(torch.stack(grad_norms).mean())  # before clipping
+        metrics["grad_norm"] = float(torch.stack(grad_norms).mean()) if grad_norms else 0.0  # before clipping
+        metrics["update_steps"] = float(n_steps)
         metrics["initial_ratio_dev"] = float(initial_ratio_dev)
         metrics["behav_ratio_dev"] = float(behav_ratio_dev)
         metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
