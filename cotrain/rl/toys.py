@@ -59,11 +59,17 @@ class ToyVecEnv:
             self._reset_env(i)
         return self._obs()
 
+    def _xyz_actions(self, actions: torch.Tensor) -> np.ndarray:
+        """The chunk's xyz entries [N, H, 3] as numpy; refuses a wrongly shaped or non-finite chunk."""
+        a = actions.detach().cpu().numpy()[..., :3]
+        if a.shape[:2] != (self.num_envs, self.chunk_size) or not np.isfinite(a).all():
+            raise ValueError(f"{type(self).__name__}.step_chunk: actions must be finite "
+                             f"[{self.num_envs}, {self.chunk_size}, 7], got {tuple(actions.shape)}")
+        return a
+
     def step_chunk(self, actions: torch.Tensor):
-        a = np.clip(actions.detach().cpu().numpy()[..., :3], -1.0, 1.0)
+        a = np.clip(self._xyz_actions(actions), -1.0, 1.0)
         N, H = self.num_envs, self.chunk_size
-        if a.shape[:2] != (N, H) or not np.isfinite(a).all():
-            raise ValueError(f"ToyVecEnv.step_chunk: actions must be finite [{N}, {H}, 7], got {tuple(actions.shape)}")
         reward = np.zeros((N, H), np.float32)
         terminated, truncated, success = (np.zeros(N, bool) for _ in range(3))
         for h in range(H):
@@ -92,10 +98,7 @@ class ToyBanditEnv(ToyVecEnv):
         super().__init__(num_envs, chunk_size, max_steps=chunk_size, seed=seed, image_shape=image_shape, task=task)
 
     def step_chunk(self, actions: torch.Tensor):
-        a = actions.detach().cpu().numpy()[..., :3]
-        if a.shape[:2] != (self.num_envs, self.chunk_size) or not np.isfinite(a).all():
-            raise ValueError(f"ToyBanditEnv.step_chunk: actions must be finite [{self.num_envs}, {self.chunk_size}, 7], "
-                             f"got {tuple(actions.shape)}")
+        a = self._xyz_actions(actions)
         reward = np.zeros((self.num_envs, self.chunk_size), np.float32)
         reward[:, -1] = 1.0 - ((a - 2.0 * self.goal[:, None, :]) ** 2).mean(axis=(1, 2))
         final_obs = self._obs()

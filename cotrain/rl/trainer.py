@@ -149,31 +149,26 @@ class PPOTrainer:
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         grad_norms, n_terms, n_steps = [], 0, 0
         initial_ratio_dev = torch.tensor(float("nan"))
-        stopped = False
-        for perm in perms:
-            for mb_index, micros in self.minibatches(perm):
-                mb = batch.rows(mb_index)
-                if cfg.norm_adv:
-                    mb.advantages = normalize_advantages(mb.advantages)
-                self.optimizer.zero_grad(set_to_none=True)
-                mb_kl = torch.zeros((), device=self.device)
-                for k, micro_index in enumerate(micros):
-                    with grad_sync(self.step_module, sync=k == n_micro - 1):
-                        terms = self.backward_micro_batch(mb.rows(micro_index), loss_scale=1.0 / n_micro)
-                    if n_steps == 0 and k == 0:
-                        initial_ratio_dev = terms["ratio_dev"]  # before any update: must be 0
-                    for name, value in terms.items():
-                        sums[name] += value  # tensors: no device sync per micro-batch
-                    n_terms += 1
-                    mb_kl += terms["approx_kl"] / n_micro
-                if self.kl_exceeded(mb_kl):
-                    stopped = True
-                    break
-                grad_norms.append(clip_grad_norm(self.policy.parameters(), cfg.max_grad_norm))
-                self.optimizer.step()
-                n_steps += 1
-            if stopped:
+        for mb_index, micros in (mb for perm in perms for mb in self.minibatches(perm)):  # epochs x minibatches
+            mb = batch.rows(mb_index)
+            if cfg.norm_adv:
+                mb.advantages = normalize_advantages(mb.advantages)
+            self.optimizer.zero_grad(set_to_none=True)
+            mb_kl = torch.zeros((), device=self.device)
+            for k, micro_index in enumerate(micros):
+                with grad_sync(self.step_module, sync=k == n_micro - 1):
+                    terms = self.backward_micro_batch(mb.rows(micro_index), loss_scale=1.0 / n_micro)
+                if n_steps == 0 and k == 0:
+                    initial_ratio_dev = terms["ratio_dev"]  # before any update: must be 0
+                for name, value in terms.items():
+                    sums[name] += value  # tensors: no device sync per micro-batch
+                n_terms += 1
+                mb_kl += terms["approx_kl"] / n_micro
+            if self.kl_exceeded(mb_kl):
                 break
+            grad_norms.append(clip_grad_norm(self.policy.parameters(), cfg.max_grad_norm))
+            self.optimizer.step()
+            n_steps += 1
         self.iteration += 1
         metrics = {k: float(v) / n_terms for k, v in sums.items() if k != "ratio_dev"}
         metrics["grad_norm"] = float(torch.stack(grad_norms).mean()) if grad_norms else 0.0  # before clipping
