@@ -80,20 +80,35 @@ class Decoder(nn.Module):
         return self.norm(x)
 
 
+class ResidualConv(nn.Module):
+    """x + GN(conv3×3(GELU(GN(conv3×3(x))))), then GELU: a stride-1 ResNet basic block (GroupNorm, as in
+    Diffusion Policy's image encoder), which deepens a stage without changing its resolution."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        groups = math.gcd(8, c)
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(groups, c), nn.GELU(),
+                                  nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(groups, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x + self.body(x))
+
+
 class ImageEncoder(nn.Module):
     """uint8 [B, H, W, 3] -> tokens [B, (H/s)(W/s) + K, D] with s = patch·2^(n−1): a patchify conv (kernel = stride =
-    patch) to channels[0], then a stride-2 3×3 conv per further channel count; GroupNorm + GELU after each. With
-    `keypoints` K > 0, K spatial-softmax keypoint tokens (`SpatialSoftmax`, read from the feature map after the
+    patch) to channels[0], then a stride-2 3×3 conv per further channel count; GroupNorm + GELU after each, then
+    `blocks` stride-1 residual blocks (`ResidualConv`) per stage. With `keypoints` K > 0, K spatial-softmax keypoint tokens (`SpatialSoftmax`, read from the feature map after the
     second conv, stride 2·patch) follow the patch tokens: exact image coordinates for the trunk, which patch tokens
     of 16 px carry only implicitly."""
 
-    def __init__(self, patch: int, channels: tuple[int, ...], d_model: int, keypoints: int = 0) -> None:
+    def __init__(self, patch: int, channels: tuple[int, ...], d_model: int, keypoints: int = 0, blocks: int = 0) -> None:
         super().__init__()
         self.convs = nn.ModuleList()
         c_in = 3
         for i, c in enumerate(channels):
             conv = nn.Conv2d(c_in, c, patch, stride=patch) if i == 0 else nn.Conv2d(c_in, c, 3, stride=2, padding=1)
-            self.convs.append(nn.Sequential(conv, nn.GroupNorm(math.gcd(8, c), c), nn.GELU()))
+            self.convs.append(nn.Sequential(conv, nn.GroupNorm(math.gcd(8, c), c), nn.GELU(),
+                                            *(ResidualConv(c) for _ in range(blocks))))
             c_in = c
         self.proj = nn.Conv2d(c_in, d_model, 1)
         self.keypoint_stage = min(1, len(channels) - 1)

@@ -79,6 +79,9 @@ class SmallVLAConfig:
     cnn_channels: tuple[int, ...] = (32, 64, 128)
     """Channels of the patchify conv and of each following stride-2 conv; the image becomes
     (H/s)·(W/s) tokens with s = image_patch·2^(n−1) (8×8 for 128² with the defaults)."""
+    cnn_blocks: int = 0
+    """Stride-1 residual 3×3 conv blocks after each of those convs (`blocks.ResidualConv`): a deeper encoder at
+    the same token grid; 0 = the plain strided stack."""
     keypoints: int = 0
     """K spatial-softmax keypoint tokens added to the image tokens (`blocks.SpatialSoftmax`); 0 = none."""
     max_text_tokens: int = 96
@@ -123,6 +126,7 @@ class SmallVLAConfig:
                 f"SmallVLAConfig.image_patch and text_patch must be >= 1, got {self.image_patch}, {self.text_patch}")
         require(self.max_text_tokens >= 2, f"SmallVLAConfig.max_text_tokens must be >= 2, got {self.max_text_tokens}")
         require(self.mlp_ratio >= 1 and self.value_hidden >= 1, "SmallVLAConfig.mlp_ratio and value_hidden must be >= 1")
+        require(self.cnn_blocks >= 0, f"SmallVLAConfig.cnn_blocks must be >= 0, got {self.cnn_blocks}")
         require(self.keypoints >= 0, f"SmallVLAConfig.keypoints must be >= 0, got {self.keypoints}")
         require(self.image_shift >= 0, f"SmallVLAConfig.image_shift must be >= 0, got {self.image_shift}")
         require(self.state_noise >= 0, f"SmallVLAConfig.state_noise must be >= 0, got {self.state_noise}")

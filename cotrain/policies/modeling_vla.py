@@ -38,7 +38,8 @@ class SmallVLAPolicy(Policy):
         if spec.image_height % config.image_patch or spec.image_width % config.image_patch:
             raise ValueError(f"SmallVLAConfig.image_patch={config.image_patch} must divide the feature spec's image size "
                              f"{spec.image_height}x{spec.image_width}")
-        self.image_encoder = ImageEncoder(config.image_patch, config.cnn_channels, d, config.keypoints)
+        self.image_encoder = ImageEncoder(config.image_patch, config.cnn_channels, d, config.keypoints,
+                                          config.cnn_blocks)
         stride = 2 ** (len(config.cnn_channels) - 1)
         grid_h, grid_w = spec.image_height // config.image_patch, spec.image_width // config.image_patch
         n_image_tokens = -(-grid_h // stride) * -(-grid_w // stride) + config.keypoints  # patches, then keypoints
