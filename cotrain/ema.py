@@ -33,12 +33,16 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = ema_decay_at(self.updates, self.decay)
+        floats, live = [], []
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if s.is_floating_point():
-                s.lerp_(v.detach(), 1.0 - d)  # s + (1 − d)(v − s) = d·s + (1 − d)·v
+                floats.append(s)
+                live.append(v.detach())
             else:
                 s.copy_(v)
+        if floats:  # one multi-tensor kernel per few tensors instead of one launch per tensor
+            torch._foreach_lerp_(floats, live, 1.0 - d)  # s + (1 − d)(v − s) = d·s + (1 − d)·v
         self.updates += 1
 
     @contextlib.contextmanager

@@ -86,6 +86,22 @@ def save(out: Path, policy, optimizer: torch.optim.Optimizer, ema: EMA | None, s
             save_checkpoint(out / "ckpt" / name, policy, optimizer=optimizer, step=step, extra=extra)
 
 
+def sft_step(policy, optimizer: torch.optim.Optimizer, ema: EMA | None, batch: dict, grad_clip: float,
+             step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Stage I update on a device batch: SFT loss, backward, global-norm clip, AdamW step, EMA update.
+    Returns (loss, grad_norm) as device tensors; a non-finite loss raises before any weight changes."""
+    loss = policy.sft_loss(batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"stage1: non-finite SFT loss {loss.item()} at step {step}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+    optimizer.step()
+    if ema is not None:
+        ema.update(policy)
+    return loss, grad_norm
+
+
 def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[ChunkDataset] | None = None) -> Path:
     """Run Stage I; return the path of the last checkpoint.
 
@@ -109,7 +125,8 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
         policy = load_policy(cfg.resume, expected_spec=spec, device=device)
     else:
         policy = make_policy(policy_cfg, spec, mixture.norm_stats().stats).to(device)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")  # one kernel for the whole update on CUDA
     ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # from a checkpoint: its weights are the average
     start = 0
     if cfg.resume:
@@ -133,15 +150,7 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = to_device(mixture.batch(step), device)
-        loss = policy.sft_loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"stage1: non-finite SFT loss {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update(policy)
+        loss, grad_norm = sft_step(policy, optimizer, ema, batch, cfg.grad_clip, step)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             metrics.log(done, {"train/sft_loss": loss.item(), "train/grad_norm": grad_norm.item(),

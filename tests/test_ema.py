@@ -44,3 +44,21 @@ def test_load_state_dict_refuses_another_model():
     ema = EMA(nn.Linear(2, 2), decay=0.9)
     with pytest.raises(ValueError, match="other tensors"):
         ema.load_state_dict(EMA(nn.Linear(2, 2, bias=False), decay=0.9).state_dict())
+
+
+def test_every_float_tensor_is_averaged_and_integer_buffers_are_copied():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))  # floats: weights, biases, running stats; int: count
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(3.0)
+    model[1].running_mean.fill_(5.0)  # was 0
+    model[1].num_batches_tracked.fill_(7)
+    ema.update(model)  # d_0 = 0.1: parameters 0.1·1 + 0.9·3 = 2.8; running_mean 0.9·5 = 4.5
+    for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
+        assert torch.allclose(ema.shadow[name], torch.full_like(ema.shadow[name], 2.8))
+    assert torch.allclose(ema.shadow["1.running_mean"], torch.full((2,), 4.5))
+    assert ema.shadow["1.num_batches_tracked"].item() == 7
