@@ -76,8 +76,15 @@ def main():
     p.add_argument("--reward", choices=["event", "dense"], default=None,
                    help="override the task's reward for Stage II (event: grasp/success bonuses; dense: shaped)")
     p.add_argument("--eval-every", type=int, default=None, help="iterations between evals (default: only at 0 and the end)")
+    p.add_argument("--num-steps", type=int, default=RLConfig.num_steps,
+                   help="rl.num_steps: chunks per env per rollout (episodes per update ≈ envs·num_steps·H / episode length)")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint period in iterations (default: the last)")
+    p.add_argument("--resume", default=None,
+                   help="a Stage II checkpoint of this script's run to continue (one β and one lr; the run's --out)")
     p.add_argument("--out", default="runs/exp_rlco")
     a = p.parse_args()
+    if a.resume and len(a.betas) * len(a.lr) != 1:
+        sys.exit("--resume continues one run: give one --betas value and one --lr value")
     out = Path(a.out)
     task_cfg = load_task_config("pick_place")
     policy = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/policy" / f"{a.policy}.yaml").read_text())
@@ -88,7 +95,7 @@ def main():
         ckpt = Path(a.init)
     else:
         sim = demos(task_cfg, "sim", a.sim, 0, a.workers)
-        ckpt = train_stage1(Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=128),
+        ckpt = train_stage1(Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha),
                                          wandb=WandbConfig("disabled"), steps=a.stage1_steps, log_every=100,
                                          save_every=a.stage1_steps, out=str(out / "stage1"), device="auto"),
                             real=[ChunkDataset(real, H)], sim=[ChunkDataset(sim, H)])
@@ -104,12 +111,12 @@ def main():
         t = time.time()
         name = f"beta{beta}" if len(a.lr) == 1 else f"beta{beta}_lr{lr:g}"
         run = out / f"stage2_{name}"
-        cfg = Stage2Config(init=str(ckpt), task=task_dict, policy_overrides=overrides,
-                           rl=RLConfig(beta=beta, lr=lr, value_lr=a.value_lr, vf_coef=a.vf_coef, target_kl=a.target_kl,
-                                                                     overlap_update=a.overlap == "on",
-                                                                     critic_warmup_iterations=a.critic_warmup), wandb=WandbConfig("disabled"),
-                           envs=a.envs, iterations=a.iterations, eval_every=a.eval_every or a.iterations, eval_episodes=a.eval_episodes,
-                           save_every=a.iterations, out=str(run), device="auto", real_in_memory=True)
+        rl = RLConfig(beta=beta, lr=lr, value_lr=a.value_lr, vf_coef=a.vf_coef, target_kl=a.target_kl,
+                      num_steps=a.num_steps, overlap_update=a.overlap == "on", critic_warmup_iterations=a.critic_warmup)
+        cfg = Stage2Config(init=str(ckpt), task=task_dict, policy_overrides=overrides, rl=rl, wandb=WandbConfig("disabled"),
+                           envs=a.envs, iterations=a.iterations, eval_every=a.eval_every or a.iterations,
+                           eval_episodes=a.eval_episodes, save_every=a.save_every or a.iterations, out=str(run),
+                           resume=a.resume, device="auto", real_in_memory=True)
         train_stage2(cfg, real_dataset=ChunkDataset(real, H))
         results["stage2"][name] = last_rows(run / "metrics.csv") | {"seconds": time.time() - t}
         print(f"[stage2 {name}] {json.dumps(results['stage2'][name])}", flush=True)

@@ -13,8 +13,8 @@ class DataConfig:
     """Roots of simulated datasets (scripted-expert demos in the twin)."""
     alpha: float = 0.5
     """Real fraction of every batch (exact per batch when alpha·batch_size is an integer)."""
-    batch_size: int = 64
-    """Samples per SFT batch."""
+    batch_size: int = 128
+    """Samples per SFT batch (128: the measured Stage I recipe, README)."""
     seed: int = 0
     """Seed of the batch order; batches are a pure function of (seed, step)."""
 
