@@ -97,11 +97,12 @@ class ResidualConv(nn.Module):
 class ImageEncoder(nn.Module):
     """uint8 [B, H, W, 3] -> tokens [B, (H/s)(W/s) + K, D] with s = patch·2^(n−1): a patchify conv (kernel = stride =
     patch) to channels[0], then a stride-2 3×3 conv per further channel count; GroupNorm + GELU after each, then
-    `blocks` stride-1 residual blocks (`ResidualConv`) per stage. With `keypoints` K > 0, K spatial-softmax keypoint tokens (`SpatialSoftmax`, read from the feature map after the
-    second conv, stride 2·patch) follow the patch tokens: exact image coordinates for the trunk, which patch tokens
-    of 16 px carry only implicitly."""
+    `blocks` stride-1 residual blocks (`ResidualConv`) per stage. With `keypoints` K > 0, K spatial-softmax
+    keypoint tokens (`SpatialSoftmax`, read from the feature map of the second stage, stride 2·patch) follow the
+    patch tokens: exact image coordinates for the trunk, which patch tokens of 16 px carry only implicitly."""
 
-    def __init__(self, patch: int, channels: tuple[int, ...], d_model: int, keypoints: int = 0, blocks: int = 0) -> None:
+    def __init__(self, patch: int, channels: tuple[int, ...], d_model: int, keypoints: int = 0,
+                 blocks: int = 0) -> None:
         super().__init__()
         self.convs = nn.ModuleList()
         c_in = 3
