@@ -26,7 +26,8 @@ from cotrain.data import ChunkDataset, FeatureSpec, Mixture, load_dataset
 from cotrain.data.config import DataConfig
 from cotrain.ema import EMA
 from cotrain.metrics import MetricsLogger, WandbConfig
-from cotrain.policies import load_policy, load_training_state, make_policy, policy_config_from_dict, save_checkpoint
+from cotrain.policies import (load_partial_weights, load_policy, load_training_state, make_policy,
+                              policy_config_from_dict, save_checkpoint)
 from cotrain.runtime import pick_device, seed_everything, to_device
 
 log = logging.getLogger("cotrain.stage1")
@@ -59,6 +60,9 @@ class Stage1Config:
     """Run directory."""
     resume: str | None = None
     """A checkpoint of this run to continue from (weights, optimizer, RNG, step)."""
+    init_weights: str | None = None
+    """A safetensors file of some of the policy's weights to start from instead of their random initialisation
+    (`load_partial_weights`; e.g. a pretrained image encoder). Not used on resume (the checkpoint holds them)."""
     device: str = "auto"
     seed: int = 0
 
@@ -125,6 +129,9 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
         policy = load_policy(cfg.resume, expected_spec=spec, device=device)
     else:
         policy = make_policy(policy_cfg, spec, mixture.norm_stats().stats).to(device)
+        if cfg.init_weights:
+            copied = load_partial_weights(policy, cfg.init_weights)
+            log.info("init weights: %d tensors from %s", copied, cfg.init_weights)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")  # one kernel for the whole update on CUDA
     ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # from a checkpoint: its weights are the average

@@ -131,6 +131,8 @@ def main():
                    help="checkpoint period in steps (default: only the last step); a run cut by a time limit can "
                         "then go on with --resume")
     p.add_argument("--resume", default=None, help="a Stage I checkpoint of this script's run to continue exactly")
+    p.add_argument("--init-weights", default=None,
+                   help="Stage I's init_weights: e.g. experiments/encoder_pretrain.py's image_encoder.safetensors")
     p.add_argument("--eval-only", default=None, metavar="CKPT",
                    help="skip training: evaluate this checkpoint (the demos are still made, for the open-loop error)")
     p.add_argument("--heldout", type=int, default=20, help="sim demos of unseen seeds for the open-loop error")
@@ -184,7 +186,7 @@ def main():
     overrides = {k: v for k, v in (("ema_decay", a.ema), ("lr", a.lr), ("weight_decay", a.weight_decay)) if v is not None}
     cfg = Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=a.batch), wandb=WandbConfig("disabled"),
                        steps=a.steps, log_every=50, save_every=a.save_every or a.steps, out=a.out, device="auto",
-                       resume=a.resume, **overrides)
+                       resume=a.resume, init_weights=a.init_weights, **overrides)
     t = time.time()
     chunk = policy["chunk_size"]
     if a.eval_only:

@@ -111,3 +111,32 @@ def test_checkpoint_holds_the_weight_average_and_resume_keeps_training_the_onlin
     no_ema = train(config(data, tmp_path / "plain", steps=3, save_every=3, ema_decay=0.0))
     plain = load_file(str(no_ema / "model.safetensors"))
     assert all(torch.equal(plain[k], online[k].cpu()) for k in plain)  # same seed, same training: online = plain
+
+
+def test_init_weights_start_the_named_weights_from_the_file(data, tmp_path):
+    from safetensors.torch import save_file
+
+    from cotrain.policies import load_policy
+
+    donor = load_policy(train(config(data, tmp_path / "donor", steps=2, seed=1)))  # other seed: other weights
+    encoder = {k: v.contiguous() for k, v in donor.state_dict().items() if k.startswith("image_encoder.")}
+    save_file(encoder, str(tmp_path / "encoder.safetensors"))
+    # lr 0: the weights Stage I starts from are the ones it saves
+    init = str(tmp_path / "encoder.safetensors")
+    started = load_policy(train(config(data, tmp_path / "run", lr=0.0, init_weights=init)))
+    plain = load_policy(train(config(data, tmp_path / "plain", lr=0.0)))
+    own = started.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in encoder.items())
+    assert not torch.equal(plain.state_dict()["image_encoder.proj.weight"], encoder["image_encoder.proj.weight"])
+    assert torch.equal(own["state_in.weight"], plain.state_dict()["state_in.weight"])  # the rest: seed 0's init
+
+
+def test_init_weights_that_do_not_fit_are_refused(data, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"image_encoder.proj.weight": torch.zeros(3, 3)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match=r"image_encoder.proj.weight' has shape \(3, 3\)"):
+        train(config(data, tmp_path / "run", init_weights=str(tmp_path / "bad.safetensors")))
+    save_file({"encoder.x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="'encoder.x' is not a weight of SmallVLAPolicy"):
+        train(config(data, tmp_path / "run2", init_weights=str(tmp_path / "other.safetensors")))

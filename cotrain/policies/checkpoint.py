@@ -103,6 +103,24 @@ def load_policy(path: str | Path, expected_spec: FeatureSpec | None = None, devi
     return policy.to(device)
 
 
+def load_partial_weights(policy: Policy, path: str | Path) -> int:
+    """Copy the tensors of a safetensors file into the same-named weights of `policy` (e.g. an image encoder
+    pretrained by `experiments/encoder_pretrain.py`: keys `image_encoder.*`); the rest keep their values. Every key
+    must name a weight of the policy with the same shape. Returns how many tensors were copied."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init weights {path}: no such file")
+    weights, own = load_file(str(path)), policy.state_dict()
+    for key, value in weights.items():
+        if key not in own:
+            raise ValueError(f"{path}: '{key}' is not a weight of {type(policy).__name__} "
+                             f"(it has e.g. {sorted(own)[:3]})")
+        if own[key].shape != value.shape:
+            raise ValueError(f"{path}: '{key}' has shape {tuple(value.shape)}, the policy's {tuple(own[key].shape)}")
+    policy.load_state_dict(weights, strict=False)
+    return len(weights)
+
+
 def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """`base` with `overrides` applied key by key; a dict value merges into the dict it replaces."""
     out = dict(base)
