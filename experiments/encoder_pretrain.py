@@ -116,7 +116,8 @@ def main() -> None:
         def rms(x, y):
             err = torch.cat([predict(x[i:i + 256]).cpu() - y[i:i + 256] for i in range(0, len(x), 256)])
             return dict(zip(LABELS, err.pow(2).mean(0).sqrt().tolist()))
-        results = {"args": vars(a), "train_rms_m": rms(x_train[:1000], y_train[:1000]), "heldout_rms_m": rms(x_test, y_test)}
+        results = {"args": vars(a), "train_rms_m": rms(x_train[:1000], y_train[:1000]),
+                   "heldout_rms_m": rms(x_test, y_test)}
     print(json.dumps(results["heldout_rms_m"]), flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
