@@ -11,8 +11,8 @@ directly on object positions is 1.2 / 2.0 cm off on fresh scenes after 100 train
     python experiments/stage1_pick_place.py ... --init-weights $OUT/enc/image_encoder.safetensors
 
 Only sim-domain scenes are used (the real-proxy plays the real world, whose poses a real lab does not have).
-Writes `image_encoder.safetensors` (keys `image_encoder.*`, the policy's names) and `results.json` (rms error in
-metres per label on held-out seeds 300000+).
+Writes `image_encoder.safetensors` (the trained part: the stages up to the keypoints and the keypoint module, under
+the policy's names `image_encoder.*`) and `results.json` (rms error in metres per label on held-out seeds 300000+).
 """
 
 from __future__ import annotations
@@ -121,7 +121,9 @@ def main() -> None:
     print(json.dumps(results["heldout_rms_m"]), flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    weights = {f"image_encoder.{k}": v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    trained = tuple(f"convs.{i}." for i in range(encoder.keypoint_stage + 1)) + ("keypoints.",)
+    weights = {f"image_encoder.{k}": v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()
+               if k.startswith(trained)}  # the later stages and the token projection keep Stage I's initialisation
     tmp = out / "image_encoder.safetensors.tmp"
     save_file(weights, str(tmp))
     tmp.replace(out / "image_encoder.safetensors")
