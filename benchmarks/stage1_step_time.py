@@ -137,5 +137,6 @@ def main() -> None:
         print(f"| {name} | {rate:.1f} | {rate / rates['inline']:.2f}× |")
     print(f"| (the step phases above, summed) | {step_only:.1f} | |")
 
+
 if __name__ == "__main__":
     main()

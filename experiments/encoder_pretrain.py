@@ -92,14 +92,12 @@ def main() -> None:
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         """Labels in metres from uint8 images, through the encoder's stages up to its keypoints."""
-        x = images.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        for conv in encoder.convs[: encoder.keypoint_stage + 1]:
-            x = conv(x)
-        return readout(encoder.keypoints.coordinates(x).flatten(1)) * std + mean
+        return readout(encoder.keypoint_coordinates(images.to(device)).flatten(1)) * std + mean
 
-    params = [*encoder.convs[: encoder.keypoint_stage + 1].parameters(), *encoder.keypoints.parameters(),
-              *readout.parameters()]
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-4)
+    # what keypoint_coordinates runs: the stages up to the keypoint stage and the keypoint module
+    trained = tuple(f"convs.{i}." for i in range(encoder.keypoint_stage + 1)) + ("keypoints.",)
+    params = [p for name, p in encoder.named_parameters() if name.startswith(trained)]
+    opt = torch.optim.AdamW([*params, *readout.parameters()], lr=a.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.steps)
     gen = torch.Generator().manual_seed(0)
     for step in range(a.steps):
@@ -121,7 +119,6 @@ def main() -> None:
     print(json.dumps(results["heldout_rms_m"]), flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    trained = tuple(f"convs.{i}." for i in range(encoder.keypoint_stage + 1)) + ("keypoints.",)
     weights = {f"image_encoder.{k}": v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()
                if k.startswith(trained)}  # the later stages and the token projection keep Stage I's initialisation
     tmp = out / "image_encoder.safetensors.tmp"

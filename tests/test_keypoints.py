@@ -57,3 +57,18 @@ def test_policy_with_keypoints_samples_and_trains():
     assert policy.image_encoder.keypoints.log_temperature.grad is not None
     actions, logprob, value, _ = policy.sample(obs_of(batch), explore=True)
     assert actions.shape == (4, 4, 7) and torch.isfinite(logprob).all()
+
+
+def test_keypoint_coordinates_are_those_the_tokens_are_made_from():
+    from cotrain.policies.blocks import ImageEncoder
+
+    torch.manual_seed(0)
+    enc = ImageEncoder(4, (8, 16, 16), 32, keypoints=5)
+    seen = []
+    enc.keypoints.register_forward_hook(lambda m, inputs, out: seen.append(m.coordinates(inputs[0])))
+    image = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    enc(image)
+    xy = enc.keypoint_coordinates(image)
+    assert xy.shape == (2, 5, 2) and torch.equal(xy, seen[0])
+    with pytest.raises(ValueError, match="has no keypoints"):
+        ImageEncoder(4, (8, 16), 32).keypoint_coordinates(image)

@@ -115,8 +115,23 @@ class ImageEncoder(nn.Module):
         self.keypoint_stage = min(1, len(channels) - 1)
         self.keypoints = SpatialSoftmax(channels[self.keypoint_stage], keypoints, d_model) if keypoints else None
 
+    @staticmethod
+    def pixels(image: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] in [0, 255] -> float [B, 3, H, W] in [-1, 1], the first conv's input."""
+        return image.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def keypoint_coordinates(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> the keypoints' expected (x, y) [B, K, 2], running only the stages up to the
+        keypoint stage (what `forward` turns into keypoint tokens; e.g. for pretraining on object positions)."""
+        if self.keypoints is None:
+            raise ValueError("ImageEncoder.keypoint_coordinates: this encoder has no keypoints (keypoints=0)")
+        x = self.pixels(image)
+        for conv in self.convs[: self.keypoint_stage + 1]:
+            x = conv(x)
+        return self.keypoints.coordinates(x)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # uint8 [0, 255] -> [-1, 1]
+        x = self.pixels(image)
         kp = None
         for i, conv in enumerate(self.convs):
             x = conv(x)
