@@ -35,8 +35,8 @@ def scene(env, state, seed):
     import numpy as np
 
     obs, _ = env.reset(seed=seed)
-    labels = np.concatenate([env.obj.pose.p[0].numpy(), env.tray.pose.p[0, :2].numpy()]).astype(np.float32)
-    return obs["observation.images.main"][0].numpy(), labels
+    labels = np.concatenate([env.obj.pose.p[0].cpu().numpy(), env.tray.pose.p[0, :2].cpu().numpy()]).astype(np.float32)
+    return obs["observation.images.main"][0].cpu().numpy(), labels  # poses live on the GPU when it renders
 
 
 def scenes(task_cfg, seeds, workers):
