@@ -27,7 +27,7 @@ from cotrain.envs.config import load_task_config  # noqa: E402
 from cotrain.evaluation import wilson_interval  # noqa: E402
 from cotrain.metrics import WandbConfig  # noqa: E402
 from cotrain.stage1 import Stage1Config, train  # noqa: E402
-from experiments.parallel import EnvPool  # noqa: E402
+from cotrain.envs.pool import EnvPool  # noqa: E402
 
 
 def expert_episode(env, state, item):
@@ -132,7 +132,7 @@ def main():
                         "then go on with --resume")
     p.add_argument("--resume", default=None, help="a Stage I checkpoint of this script's run to continue exactly")
     p.add_argument("--init-weights", default=None,
-                   help="Stage I's init_weights: e.g. experiments/encoder_pretrain.py's image_encoder.safetensors")
+                   help="Stage I's init_weights: e.g. cotrain.pretrain_encoder's image_encoder.safetensors")
     p.add_argument("--eval-only", default=None, metavar="CKPT",
                    help="skip training: evaluate this checkpoint (the demos are still made, for the open-loop error)")
     p.add_argument("--heldout", type=int, default=20, help="sim demos of unseen seeds for the open-loop error")

@@ -100,6 +100,33 @@ def test_reset_is_deterministic_per_seed(state_env, task):
     assert not np.allclose(scene_other, scene_a)
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_scene_labels_follow_the_seed(state_env, task):
+    env = state_env(task)
+    env.reset(seed=7)
+    labels = env.scene_labels()
+    assert labels.shape == (1, len(type(env).SCENE_LABELS)) and labels.is_floating_point()
+    env.reset(seed=8)
+    other = env.scene_labels()
+    env.reset(seed=7)
+    torch.testing.assert_close(env.scene_labels(), labels)
+    assert not torch.allclose(other, labels)
+
+
+def test_pick_place_labels_are_the_spawned_object_and_tray(state_env):
+    env = state_env("pick_place")
+    var = env.variation
+    for seed in range(5):
+        env.reset(seed=seed)
+        obj_x, obj_y, obj_z, tray_x, tray_y = env.scene_labels()[0].tolist()
+        for value, centre, half in ((obj_x, var.object_xy_center[0], var.object_xy_half_extent[0]),
+                                    (obj_y, var.object_xy_center[1], var.object_xy_half_extent[1]),
+                                    (tray_x, var.container_xy_center[0], var.container_xy_half_extent[0]),
+                                    (tray_y, var.container_xy_center[1], var.container_xy_half_extent[1])):
+            assert abs(value - centre) <= half + 1e-4
+        assert obj_z == pytest.approx(env.shape[0].half_height, abs=5e-3)  # resting on the table
+
+
 def test_state_is_tcp_pose_in_base_frame_with_wrapped_roll(state_env):
     env = state_env("pick_place")
     obs, _ = env.reset(seed=0)

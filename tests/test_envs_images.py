@@ -66,3 +66,36 @@ def test_expert_demo_frames_carry_images(rgb_envs):
     images = np.stack([f["image"] for f in episode.frames])
     assert images.shape == (len(episode.frames), 128, 128, 3) and images.dtype == np.uint8
     assert not np.array_equal(images[0], images[-1])
+
+
+def test_scene_sample_is_the_first_frame_and_the_poses_of_that_scene(rgb_envs):
+    from cotrain.pretrain_encoder import scene_sample
+
+    env = rgb_envs["sim"]
+    frame, labels = scene_sample(env, 4)
+    np.testing.assert_array_equal(frame.numpy(), image(env, 4))
+    np.testing.assert_array_equal(labels.numpy(), env.scene_labels()[0].numpy())
+    _, other = scene_sample(env, 5)
+    assert not np.allclose(other.numpy(), labels.numpy())
+
+
+def test_pretrain_encoder_end_to_end_writes_weights_the_policy_loads(tmp_path, rgb_envs):
+    import torch
+
+    from cotrain.config import compose, to_object
+    from cotrain.data.spec import FeatureSpec
+    from cotrain.policies import load_partial_weights, make_policy, policy_config_from_dict
+    from cotrain.pretrain_encoder import run
+
+    cfg = to_object(compose("pretrain_encoder", [f"out={tmp_path}/enc", "scenes=3", "heldout=2", "steps=2",
+                                                 "batch_size=2", "workers=0", "device=cpu"]))
+    results = run(cfg)
+    labels = ["object_x", "object_y", "object_z", "tray_x", "tray_y"]
+    assert results["labels"] == labels and list(results["heldout_rms"]) == labels
+    assert all(np.isfinite(v) for v in results["heldout_rms"].values())
+    assert (tmp_path / "enc" / "results.json").exists()
+    spec = FeatureSpec()
+    stats = {k: {n: torch.zeros(d) if n in ("mean", "min") else torch.ones(d) for n in ("mean", "std", "min", "max")}
+             for k, d in (("observation.state", spec.state_dim), ("action", spec.action_dim))}
+    policy = make_policy(policy_config_from_dict(dict(cfg.policy)), spec, stats)
+    assert load_partial_weights(policy, tmp_path / "enc" / "image_encoder.safetensors") > 0

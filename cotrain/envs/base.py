@@ -3,7 +3,7 @@ reward, the instruction, the cotrain observation, and a control step without obs
 
 A task subclass implements, in call order: `_load_objects`, `_initialize_objects` (which also sets the
 instructions), `evaluate` (returns at least `success` and `milestone` — the task's "grasp" event), and
-`compute_dense_reward` (at most `DENSE_REWARD_MAX`).
+`compute_dense_reward` (at most `DENSE_REWARD_MAX`); and `scene_labels` (the poses named in `SCENE_LABELS`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class TwinTaskEnv(BaseEnv):
     SUPPORTED_REWARD_MODES = ("sparse", "normalized_dense", "dense", "none")
     DENSE_REWARD_MAX: float
     """Upper bound of `compute_dense_reward`; the normalised dense reward divides by it."""
+    SCENE_LABELS: tuple[str, ...]
+    """Names of the columns of `scene_labels()`."""
 
     def __init__(self, task_cfg: TaskConfig, domain: str = "sim", variation: str = "train",
                  obs_mode: Literal["state", "rgb"] = "rgb", num_envs: int = 1, sim_backend: str = "physx_cpu",
@@ -191,6 +193,11 @@ class TwinTaskEnv(BaseEnv):
             remaining = (self.task_cfg.max_episode_steps - self.elapsed_steps).clamp(min=0).to(reward.dtype)
             reward = torch.where(info["success"], 1.0 + remaining, reward)
         return reward
+
+    def scene_labels(self) -> torch.Tensor:
+        """Where the task's objects are, [N, len(SCENE_LABELS)] (metres, radians): what the policy must read from
+        the camera to do the task. The targets of `cotrain.pretrain_encoder`."""
+        raise NotImplementedError(f"{type(self).__name__} defines no scene_labels")
 
     # ----------------------------------------------------------------- helpers for tasks and experts
     @property

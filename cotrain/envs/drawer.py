@@ -77,6 +77,7 @@ class DrawerEnv(TwinTaskEnv):
 
     variation: DrawerVariation
     INSTRUCTION: str
+    SCENE_LABELS = ("handle_x", "handle_y", "handle_z", "cabinet_yaw")
 
     def _load_objects(self, options: dict):
         self.cabinet = build_cabinet(self)
@@ -111,6 +112,9 @@ class DrawerEnv(TwinTaskEnv):
         """Unit vector [N, 3] along which the drawer opens (towards the robot for yaw 0)."""
         x_axis = self.cabinet.pose.to_transformation_matrix()[:, :3, 0]
         return -x_axis
+
+    def scene_labels(self) -> torch.Tensor:
+        return torch.cat([self.handle_pos(), self.cabinet_yaw()[:, None]], dim=1)
 
     def cabinet_yaw(self) -> torch.Tensor:
         x_axis = self.cabinet.pose.to_transformation_matrix()[:, :3, 0]

@@ -73,6 +73,7 @@ class PickPlaceEnv(TwinTaskEnv):
     """
 
     DENSE_REWARD_MAX = 4.0
+    SCENE_LABELS = ("object_x", "object_y", "object_z", "tray_x", "tray_y")
     variation: PickPlaceVariation
 
     def _load_objects(self, options: dict):
@@ -139,6 +140,9 @@ class PickPlaceEnv(TwinTaskEnv):
             name, color = self.shape_names[shape_idx[j]], var.colors[color_idx[j]]
             set_color(self.objects[shape_idx[j]], self.domain.palette[color], [env])
             self.instructions[env] = f"put the {color} {SHAPES[name].word} in the tray"
+
+    def scene_labels(self) -> torch.Tensor:
+        return torch.cat([self.obj.pose.p, self.tray.pose.p[:, :2]], dim=1)
 
     @property
     def shape(self) -> list[Shape]:

@@ -37,6 +37,7 @@ class PushCubeEnv(TwinTaskEnv):
     """
 
     DENSE_REWARD_MAX = 3.0
+    SCENE_LABELS = tuple(f"cube{i}_{axis}" for i in range(N_CUBES) for axis in "xy")
     variation: PushCubeVariation
 
     def _load_objects(self, options: dict):
@@ -75,6 +76,9 @@ class PushCubeEnv(TwinTaskEnv):
             for cube, color in zip(self.cubes, colors):
                 set_color(cube, self.domain.palette[color], [env])
             self.instructions[env] = f"push the {colors[target[j]]} cube onto the line"
+
+    def scene_labels(self) -> torch.Tensor:
+        return torch.cat([c.pose.p[:, :2] for c in self.cubes], dim=1)
 
     def target_pos(self) -> torch.Tensor:
         """Position of the named cube in each sub-scene [N, 3]."""

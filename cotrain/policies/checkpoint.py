@@ -105,7 +105,7 @@ def load_policy(path: str | Path, expected_spec: FeatureSpec | None = None, devi
 
 def load_partial_weights(policy: Policy, path: str | Path) -> int:
     """Copy the tensors of a safetensors file into the same-named weights of `policy` (e.g. an image encoder
-    pretrained by `experiments/encoder_pretrain.py`: keys `image_encoder.*`); the rest keep their values. Every key
+    pretrained by `cotrain.pretrain_encoder`: keys `image_encoder.*`); the rest keep their values. Every key
     must name a weight of the policy with the same shape. Returns how many tensors were copied."""
     path = Path(path)
     if not path.is_file():

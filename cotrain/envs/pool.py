@@ -1,7 +1,8 @@
-"""Process pools over twin-task envs, for experiments on many-core machines (one ManiSkill env per process).
+"""Process pools over twin-task envs (one ManiSkill env per process) for work that maps over seeds: demos and
+evaluation in experiments, scene rendering in `cotrain.pretrain_encoder`.
 
     with EnvPool(task_cfg, domain, workers=16) as pool:
-        episodes = pool.map(expert_episode, seeds)          # fn(env, seed) runs in a worker
+        episodes = pool.map(expert_episode, seeds)   # expert_episode(env, worker_state, seed) runs in a worker
 """
 
 from __future__ import annotations
