@@ -27,7 +27,7 @@ from cotrain.data.config import DataConfig
 from cotrain.ema import EMA
 from cotrain.metrics import MetricsLogger, WandbConfig
 from cotrain.policies import (load_partial_weights, load_policy, load_training_state, make_policy,
-                              policy_config_from_dict, save_checkpoint)
+                              partial_weight_names, policy_config_from_dict, save_checkpoint)
 from cotrain.runtime import pick_device, seed_everything, to_device
 
 log = logging.getLogger("cotrain.stage1")
@@ -63,8 +63,17 @@ class Stage1Config:
     init_weights: str | None = None
     """A safetensors file of some of the policy's weights to start from instead of their random initialisation
     (`load_partial_weights`; e.g. a pretrained image encoder). Not used on resume (the checkpoint holds them)."""
+    init_lr_scale: float = 1.0
+    """Learning-rate multiplier of the weights loaded by `init_weights` (0 freezes them; 1 trains them like the rest),
+    e.g. to keep what a pretrained image encoder learnt from being worn away by the demos."""
     device: str = "auto"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.init_lr_scale < 0:
+            raise ValueError(f"stage1: init_lr_scale must be ≥ 0, got {self.init_lr_scale}")
+        if self.init_lr_scale != 1.0 and not self.init_weights:
+            raise ValueError("stage1: init_lr_scale scales the weights loaded by init_weights; set init_weights")
 
 
 register_schema("stage1_schema", Stage1Config)
@@ -106,6 +115,17 @@ def sft_step(policy, optimizer: torch.optim.Optimizer, ema: EMA | None, batch: d
     return loss, grad_norm
 
 
+def param_groups(policy: torch.nn.Module, cfg: Stage1Config) -> list[dict]:
+    """AdamW groups, each with its `lr_scale`: everything at 1, and with `init_lr_scale` ≠ 1 the weights named in
+    `init_weights` in a second group (rebuilt the same way on resume, so the optimizer state fits)."""
+    named = list(policy.named_parameters())
+    if cfg.init_lr_scale == 1.0:
+        return [{"params": [p for _, p in named], "lr_scale": 1.0}]
+    loaded = set(partial_weight_names(cfg.init_weights))
+    return [{"params": [p for n, p in named if n not in loaded], "lr_scale": 1.0},
+            {"params": [p for n, p in named if n in loaded], "lr_scale": cfg.init_lr_scale}]
+
+
 def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[ChunkDataset] | None = None) -> Path:
     """Run Stage I; return the path of the last checkpoint.
 
@@ -132,7 +152,7 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
         if cfg.init_weights:
             copied = load_partial_weights(policy, cfg.init_weights)
             log.info("init weights: %d tensors from %s", copied, cfg.init_weights)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    optimizer = torch.optim.AdamW(param_groups(policy, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")  # one kernel for the whole update on CUDA
     ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # from a checkpoint: its weights are the average
     start = 0
@@ -155,7 +175,7 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
     last = out / "ckpt" / "last"
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
         batch = to_device(mixture.batch(step), device)
         loss, grad_norm = sft_step(policy, optimizer, ema, batch, cfg.grad_clip, step)
         done = step + 1

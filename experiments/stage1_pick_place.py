@@ -133,6 +133,7 @@ def main():
     p.add_argument("--resume", default=None, help="a Stage I checkpoint of this script's run to continue exactly")
     p.add_argument("--init-weights", default=None,
                    help="Stage I's init_weights: e.g. cotrain.pretrain_encoder's image_encoder.safetensors")
+    p.add_argument("--init-lr-scale", type=float, default=None, help="Stage I's init_lr_scale (0 freezes the init weights)")
     p.add_argument("--eval-only", default=None, metavar="CKPT",
                    help="skip training: evaluate this checkpoint (the demos are still made, for the open-loop error)")
     p.add_argument("--heldout", type=int, default=20, help="sim demos of unseen seeds for the open-loop error")
@@ -149,6 +150,7 @@ def main():
     p.add_argument("--demos-cache", default=None, help="directory: reuse / keep generated demos (pickles)")
     p.add_argument("--demos-only", action="store_true", help="generate (and cache) the demos, then stop")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of this process")
+    p.add_argument("--seed", type=int, default=0, help="Stage I's seed and the batch order's (a replicate of a run)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override policy config keys (YAML values; dotted keys for nested ones, e.g. head.num_steps=8)")
     p.add_argument("--out", default="runs/exp_stage1")
@@ -183,8 +185,10 @@ def main():
     heldout = demos(task_cfg, "sim", a.heldout, 200_000, a.workers, a.demos_cache) if a.heldout else None
     if a.demos_only:
         return
-    overrides = {k: v for k, v in (("ema_decay", a.ema), ("lr", a.lr), ("weight_decay", a.weight_decay)) if v is not None}
-    cfg = Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=a.batch), wandb=WandbConfig("disabled"),
+    overrides = {k: v for k, v in (("ema_decay", a.ema), ("lr", a.lr), ("weight_decay", a.weight_decay),
+                                   ("init_lr_scale", a.init_lr_scale)) if v is not None}
+    cfg = Stage1Config(policy=policy, data=DataConfig(alpha=a.alpha, batch_size=a.batch, seed=a.seed),
+                       wandb=WandbConfig("disabled"), seed=a.seed,
                        steps=a.steps, log_every=50, save_every=a.save_every or a.steps, out=a.out, device="auto",
                        resume=a.resume, init_weights=a.init_weights, **overrides)
     t = time.time()

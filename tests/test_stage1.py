@@ -62,12 +62,19 @@ def test_stage1_trains_on_the_alpha_mixture_and_checkpoints(data, tmp_path):
     assert (tmp_path / "run" / "loss.png").exists()
 
 
-def test_resume_continues_exactly(data, tmp_path):
-    train(config(data, tmp_path / "full"))
+@pytest.mark.parametrize("scaled", [False, True], ids=["one_group", "init_lr_scale"])
+def test_resume_continues_exactly(data, tmp_path, scaled):
+    kw = {}
+    if scaled:  # a second optimizer group: the resumed run must rebuild it the same way
+        from safetensors.torch import save_file
+
+        save_file({"image_encoder.proj.weight": torch.full((32, 16, 1, 1), 0.01)}, str(tmp_path / "enc.safetensors"))
+        kw = dict(init_weights=str(tmp_path / "enc.safetensors"), init_lr_scale=0.1)
+    train(config(data, tmp_path / "full", **kw))
     # a run that stopped after step 3, resumed from its step-3 checkpoint
-    train(config(data, tmp_path / "part", steps=6, save_every=3))
+    train(config(data, tmp_path / "part", steps=6, save_every=3, **kw))
     resumed_out = tmp_path / "resumed"
-    train(config(data, resumed_out, resume=str(tmp_path / "part" / "ckpt" / "step_3")))
+    train(config(data, resumed_out, resume=str(tmp_path / "part" / "ckpt" / "step_3"), **kw))
     full, resumed = read_metrics(tmp_path / "full"), read_metrics(resumed_out)
     for step in (4, 5, 6):
         assert float(resumed[step]["train/sft_loss"]) == pytest.approx(float(full[step]["train/sft_loss"]), rel=1e-6)
@@ -140,3 +147,35 @@ def test_init_weights_that_do_not_fit_are_refused(data, tmp_path):
     save_file({"encoder.x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="'encoder.x' is not a weight of SmallVLAPolicy"):
         train(config(data, tmp_path / "run2", init_weights=str(tmp_path / "other.safetensors")))
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_init_lr_scale_scales_the_first_step_of_the_loaded_weights(data, tmp_path, scale):
+    """One AdamW step moves a weight by lr·g/(|g|+ε) ≈ lr per coordinate (clipping rescales g, Adam ignores it):
+    the loaded weights move by scale·lr at most, the others by lr; scale 0 leaves them bit-identical."""
+    from safetensors.torch import save_file
+
+    from cotrain.policies import load_policy
+
+    donor = load_policy(train(config(data, tmp_path / "donor", steps=1, seed=1)))
+    init = {k: v.contiguous() for k, v in donor.state_dict().items() if k.startswith("image_encoder.")}
+    save_file(init, str(tmp_path / "encoder.safetensors"))
+    lr = 1e-3
+    trained = load_policy(train(config(data, tmp_path / "run", steps=1, warmup_steps=1, lr=lr, weight_decay=0.0,
+                                       ema_decay=0.0, init_weights=str(tmp_path / "encoder.safetensors"),
+                                       init_lr_scale=scale))).state_dict()
+    start = load_policy(train(config(data, tmp_path / "start", steps=1, lr=0.0, ema_decay=0.0))).state_dict()
+    moved_loaded = max((trained[k] - v).abs().max().item() for k, v in init.items())
+    moved_other = max((trained[k] - start[k]).abs().max().item() for k in start if k.startswith("state_in."))
+    assert moved_other == pytest.approx(lr, rel=1e-3)
+    if scale == 0.0:
+        assert all(torch.equal(trained[k], v) for k, v in init.items())
+    else:
+        assert moved_loaded == pytest.approx(scale * lr, rel=1e-3)
+
+
+def test_init_lr_scale_without_init_weights_or_below_zero_is_refused(data, tmp_path):
+    with pytest.raises(ValueError, match="set init_weights"):
+        config(data, tmp_path, init_lr_scale=0.5)
+    with pytest.raises(ValueError, match="init_lr_scale must be ≥ 0"):
+        config(data, tmp_path, init_weights="x.safetensors", init_lr_scale=-1.0)

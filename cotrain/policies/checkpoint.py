@@ -103,6 +103,16 @@ def load_policy(path: str | Path, expected_spec: FeatureSpec | None = None, devi
     return policy.to(device)
 
 
+def partial_weight_names(path: str | Path) -> list[str]:
+    """The tensor names in a safetensors file of some of a policy's weights (what `load_partial_weights` copies)."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"init weights {path}: no such file")
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())
+
+
 def load_partial_weights(policy: Policy, path: str | Path) -> int:
     """Copy the tensors of a safetensors file into the same-named weights of `policy` (e.g. an image encoder
     pretrained by `cotrain.pretrain_encoder`: keys `image_encoder.*`); the rest keep their values. Every key
