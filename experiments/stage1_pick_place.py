@@ -135,7 +135,8 @@ def main():
                    help="Stage I's init_weights: e.g. cotrain.pretrain_encoder's image_encoder.safetensors")
     p.add_argument("--init-lr-scale", type=float, default=None, help="Stage I's init_lr_scale (0 freezes the init weights)")
     p.add_argument("--eval-only", default=None, metavar="CKPT",
-                   help="skip training: evaluate this checkpoint (the demos are still made, for the open-loop error)")
+                   help="skip training: evaluate this checkpoint (with --sim 0 --real 0 --heldout 0 no demos are made "
+                        "and no open-loop error is reported)")
     p.add_argument("--heldout", type=int, default=20, help="sim demos of unseen seeds for the open-loop error")
     p.add_argument("--image-shift", type=int, default=None,
                    help="override the policy config's image_shift (train-time random shift in px; 0 = off)")
@@ -180,6 +181,12 @@ def main():
         if leaf not in node:
             sys.exit(f"--set {item}: the policy config has no key '{key}'")
         node[leaf] = yaml.safe_load(value)
+    if a.eval_only and a.sim == a.real == a.heldout == 0:
+        results = {"args": vars(a), "eval": [evaluate(task_cfg, Path(a.eval_only), d, a.eval_episodes, a.workers,
+                                                      a.eval_seed) for d in ("sim", "real_proxy")]}
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        Path(a.out, "results.json").write_text(json.dumps(results, indent=1))
+        return
     sim = demos(task_cfg, "sim", a.sim, 0, a.workers, a.demos_cache, dart=a.dart)
     real = demos(task_cfg, "real_proxy", a.real, 50_000, a.workers, a.demos_cache)
     heldout = demos(task_cfg, "sim", a.heldout, 200_000, a.workers, a.demos_cache) if a.heldout else None
