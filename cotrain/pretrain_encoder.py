@@ -190,9 +190,10 @@ def run(cfg: EncoderPretrainConfig) -> dict:
     label_names = ENV_CLASSES[task_cfg.task].SCENE_LABELS
 
     t = time.time()
-    x_train, y_train = render_scenes(task_cfg, list(range(cfg.scenes)), cfg.workers)
     heldout = list(range(cfg.heldout_seed, cfg.heldout_seed + cfg.heldout))
-    x_test, y_test = render_scenes(task_cfg, heldout, cfg.workers) if heldout else (None, None)
+    images, labels = render_scenes(task_cfg, list(range(cfg.scenes)) + heldout, cfg.workers)  # one pool for both
+    x_train, x_test = images.split([cfg.scenes, cfg.heldout])
+    y_train, y_test = labels.split([cfg.scenes, cfg.heldout])
     log.info("%d + %d scenes rendered in %.0f s", cfg.scenes, cfg.heldout, time.time() - t)
 
     encoder.to(pick_device(cfg.device))
