@@ -30,8 +30,8 @@ done
 
 echo "== 5/7 Stage II: PPO in the twin + β·SFT anchor on the real-proxy demos"
 $PY -m cotrain.stage2 init=runs/demo/stage1/ckpt/last task=pick_place real=[datasets/demo/real_proxy/pick_place] \
-    rl.beta=0.2 envs=2 iterations=2 rl.num_steps=3 rl.num_minibatches=2 rl.real_batch_size=8 \
-    eval_every=2 eval_episodes=2 save_every=2 out=runs/demo/stage2
+    rl.beta=0.2 envs=2 iterations=2 rl.num_steps=3 rl.critic_warmup_iterations=1 rl.num_minibatches=2 \
+    rl.real_batch_size=8 eval_every=2 eval_episodes=2 save_every=2 out=runs/demo/stage2
 
 echo "== 6/7 eval of the Stage II checkpoint"
 $PY -m cotrain.eval ckpt=runs/demo/stage2/ckpt/iter_2 task=pick_place domain=real_proxy episodes=1 videos=1 \
