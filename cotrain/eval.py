@@ -9,7 +9,6 @@ Writes `<out>/results.json` and `<out>/videos/*.mp4`.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from cotrain.config import register_schema
 from cotrain.data import FeatureSpec
 from cotrain.evaluation import evaluate_variation
 from cotrain.policies import load_policy
-from cotrain.runtime import pick_device, seed_everything
+from cotrain.runtime import pick_device, seed_everything, write_json_atomic
 
 log = logging.getLogger("cotrain.eval")
 
@@ -78,10 +77,7 @@ def run(cfg: EvalConfig) -> dict:
     bar.close()
     summary = {"ckpt": str(cfg.ckpt), "task": task_cfg.task, "domain": cfg.domain, "episodes": cfg.episodes,
                "results": results}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "results.json")
+    write_json_atomic(out / "results.json", summary)
     return summary
 
 

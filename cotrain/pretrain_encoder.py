@@ -19,7 +19,6 @@ labels' units, on the first 1,000 training scenes and on `heldout` fresh seeds).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -174,7 +173,7 @@ def run(cfg: EncoderPretrainConfig) -> dict:
     from cotrain.envs.config import TaskConfig
     from cotrain.envs.make import ENV_CLASSES
     from cotrain.policies import make_policy, policy_config_from_dict
-    from cotrain.runtime import pick_device, seed_everything
+    from cotrain.runtime import pick_device, seed_everything, write_json_atomic
 
     task_cfg = TaskConfig.from_dict(dict(cfg.task), source=f"configs/task/{cfg.task.get('task')}.yaml")
     policy_cfg = policy_config_from_dict(dict(cfg.policy), where="policy")
@@ -206,9 +205,7 @@ def run(cfg: EncoderPretrainConfig) -> dict:
         log.info("held-out rms error: %s", {k: round(v, 4) for k, v in results["heldout_rms"].items()})
     out = Path(cfg.out)
     n = save_encoder(encoder, out / "image_encoder.safetensors")
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out / "results.json")
+    write_json_atomic(out / "results.json", results)
     log.info("wrote %d tensors to %s", n, out / "image_encoder.safetensors")
     return results
 

@@ -103,13 +103,18 @@ def load_policy(path: str | Path, expected_spec: FeatureSpec | None = None, devi
     return policy.to(device)
 
 
+def _init_weights_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init weights {path}: no such file")
+    return path
+
+
 def partial_weight_names(path: str | Path) -> list[str]:
     """The tensor names in a safetensors file of some of a policy's weights (what `load_partial_weights` copies)."""
     from safetensors import safe_open
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"init weights {path}: no such file")
-    with safe_open(str(path), "pt") as f:
+    with safe_open(str(_init_weights_file(path)), "pt") as f:
         return list(f.keys())
 
 
@@ -117,9 +122,7 @@ def load_partial_weights(policy: Policy, path: str | Path) -> int:
     """Copy the tensors of a safetensors file into the same-named weights of `policy` (e.g. an image encoder
     pretrained by `cotrain.pretrain_encoder`: keys `image_encoder.*`); the rest keep their values. Every key
     must name a weight of the policy with the same shape. Returns how many tensors were copied."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"init weights {path}: no such file")
+    path = _init_weights_file(path)
     weights, own = load_file(str(path)), policy.state_dict()
     for key, value in weights.items():
         if key not in own:
