@@ -43,6 +43,9 @@ class EvalConfig:
     """First evaluation seed (episode i uses seed + i); keep it away from the demo seeds."""
     videos: int = 2
     """MP4 videos per variation (the first episodes)."""
+    n_action_steps: int = 0
+    """Actions executed from each predicted chunk before the policy observes again; 0 = the whole chunk (H).
+    The robot bridge's parameter of the same name; fewer steps replan more often (more closed-loop)."""
     out: str | None = None
     """Output directory; default <ckpt>/eval/<task>_<domain>."""
     device: str = "auto"
@@ -62,13 +65,17 @@ def run(cfg: EvalConfig) -> dict:
     for v in cfg.variations:
         task_cfg.variation(v)
     policy = load_policy(cfg.ckpt, expected_spec=FeatureSpec(), device=device).eval()
+    if not 0 <= cfg.n_action_steps <= policy.chunk_size:
+        raise ValueError(f"eval: n_action_steps must be in [0, {policy.chunk_size}] (the checkpoint's chunk size), "
+                         f"got {cfg.n_action_steps}")
     out = Path(cfg.out or Path(cfg.ckpt) / "eval" / f"{task_cfg.task}_{cfg.domain}")
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     results = {}
     bar = tqdm(total=cfg.episodes * len(cfg.variations), desc=f"eval {task_cfg.task}/{cfg.domain}", dynamic_ncols=True)
     for variation in cfg.variations:
         env = make_task_env(task_cfg, domain=cfg.domain, variation=variation, obs_mode="rgb")
-        res = evaluate_variation(env, policy, variation, seeds, out / "videos", cfg.videos, progress=bar)
+        res = evaluate_variation(env, policy, variation, seeds, out / "videos", cfg.videos, progress=bar,
+                                 n_action_steps=cfg.n_action_steps)
         env.close()
         results[variation] = res.to_dict()
         lo, hi = res.ci95
@@ -76,7 +83,7 @@ def run(cfg: EvalConfig) -> dict:
                  variation, 100 * res.success_rate, 100 * lo, 100 * hi, len(seeds))
     bar.close()
     summary = {"ckpt": str(cfg.ckpt), "task": task_cfg.task, "domain": cfg.domain, "episodes": cfg.episodes,
-               "results": results}
+               "n_action_steps": cfg.n_action_steps, "results": results}
     write_json_atomic(out / "results.json", summary)
     return summary
 

@@ -1,7 +1,8 @@
 """Closed-loop evaluation of a policy in a twin task: success rate with a Wilson interval, per variation.
 
-The policy acts in chunks: it observes, returns H actions, the env executes them (stopping at the end of the
-episode), and it observes again — the same loop the vector env and the robot bridge run.
+The policy acts in chunks: it observes, returns H actions, the env executes the first `n_action_steps` of them
+(all H by default; stopping at the end of the episode), and it observes again — the loop the robot bridge runs with
+the same `n_action_steps` parameter (the vector env of Stage II always executes whole chunks).
 """
 
 from __future__ import annotations
@@ -55,8 +56,14 @@ def policy_obs(obs: dict, instructions: list[str], device: torch.device) -> dict
 
 
 @torch.no_grad()
-def run_episode(env, policy: Policy, seed: int, frames: list | None = None) -> EpisodeResult:
-    """One episode in a single env (num_envs = 1), deterministic actions. Appends camera frames to `frames`."""
+def run_episode(env, policy: Policy, seed: int, frames: list | None = None, n_action_steps: int = 0) -> EpisodeResult:
+    """One episode in a single env (num_envs = 1), deterministic actions. Appends camera frames to `frames`.
+
+    `n_action_steps`: actions executed from each chunk before the policy observes again (0 = the whole chunk)."""
+    if not 0 <= n_action_steps <= policy.chunk_size:
+        raise ValueError(f"n_action_steps must be in [0, {policy.chunk_size}] (the policy's chunk size), "
+                         f"got {n_action_steps}")
+    execute = n_action_steps or policy.chunk_size
     device = next(policy.parameters()).device
     obs, _ = env.reset(seed=seed)
     ret, steps = 0.0, 0
@@ -64,7 +71,7 @@ def run_episode(env, policy: Policy, seed: int, frames: list | None = None) -> E
         frames.append(obs[IMAGE_KEY][0].cpu().numpy())
     while True:
         actions, _, _, _ = policy.sample(policy_obs(obs, env.instructions, device), explore=False)
-        for h in range(actions.shape[1]):
+        for h in range(execute):
             obs, reward, terminated, truncated, info = env.step(actions[:, h].cpu())
             ret += float(reward[0])
             steps += 1
@@ -89,11 +96,11 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
 
 
 def evaluate_variation(env, policy: Policy, variation: str, seeds: list[int], video_dir: Path | None = None,
-                       n_videos: int = 0, progress=None) -> VariationResult:
+                       n_videos: int = 0, progress=None, n_action_steps: int = 0) -> VariationResult:
     episodes = []
     for i, seed in enumerate(seeds):
         frames = [] if (video_dir is not None and i < n_videos) else None
-        ep = run_episode(env, policy, seed, frames)
+        ep = run_episode(env, policy, seed, frames, n_action_steps)
         episodes.append(ep)
         if frames:
             write_video(frames, video_dir / f"{variation}_seed{seed}_{'success' if ep.success else 'fail'}.mp4")

@@ -46,11 +46,11 @@ def eval_episode(env, state, item):
     from cotrain.evaluation import run_episode
     from cotrain.policies import load_policy
 
-    ckpt, seed = item
+    ckpt, seed, n_action_steps = item
     if state.get("ckpt") != ckpt:
         state["policy"], state["ckpt"] = load_policy(ckpt, device="cpu").eval(), ckpt
     with torch.no_grad():
-        r = run_episode(env, state["policy"], seed)
+        r = run_episode(env, state["policy"], seed, n_action_steps=n_action_steps)
     return r.success, r.ret
 
 
@@ -99,10 +99,10 @@ def openloop_error(ckpt, dataset, max_frames=2000, batch=256):
     return {"all": float(e.mean()), "xyz": float(e[:3].mean()), "rot": float(e[3:6].mean()), "gripper": float(e[6])}
 
 
-def evaluate(task_cfg, ckpt, domain, episodes, workers, first_seed):
+def evaluate(task_cfg, ckpt, domain, episodes, workers, first_seed, n_action_steps=0):
     t = time.time()
     with EnvPool(task_cfg, domain, workers) as pool:
-        res = pool.map(eval_episode, [(str(ckpt), first_seed + i) for i in range(episodes)])
+        res = pool.map(eval_episode, [(str(ckpt), first_seed + i, n_action_steps) for i in range(episodes)])
     wins = sum(s for s, _ in res)
     grasped = sum(ret > 0.1 for _, ret in res)  # event reward: a grasp is +1/5, success +5/5, losing it −2/5
     lo, hi = wilson_interval(wins, episodes)
@@ -137,6 +137,8 @@ def main():
     p.add_argument("--eval-only", default=None, metavar="CKPT",
                    help="skip training: evaluate this checkpoint (with --sim 0 --real 0 --heldout 0 no demos are made "
                         "and no open-loop error is reported)")
+    p.add_argument("--n-action-steps", type=int, default=0,
+                   help="evaluation: actions executed per chunk before observing again (0 = the whole chunk)")
     p.add_argument("--heldout", type=int, default=20, help="sim demos of unseen seeds for the open-loop error")
     p.add_argument("--image-shift", type=int, default=None,
                    help="override the policy config's image_shift (train-time random shift in px; 0 = off)")
@@ -183,7 +185,7 @@ def main():
         node[leaf] = yaml.safe_load(value)
     if a.eval_only and a.sim == a.real == a.heldout == 0:
         results = {"args": vars(a), "eval": [evaluate(task_cfg, Path(a.eval_only), d, a.eval_episodes, a.workers,
-                                                      a.eval_seed) for d in ("sim", "real_proxy")]}
+                                                      a.eval_seed, a.n_action_steps) for d in ("sim", "real_proxy")]}
         Path(a.out).mkdir(parents=True, exist_ok=True)
         Path(a.out, "results.json").write_text(json.dumps(results, indent=1))
         return
@@ -211,7 +213,8 @@ def main():
     chunk_sets = {"sim_train": ChunkDataset(sim, chunk)} | ({"sim_heldout": ChunkDataset(heldout, chunk)} if heldout else {})
     results["openloop_mse"] = {name: openloop_error(ckpt, ds) for name, ds in chunk_sets.items()}
     print(f"[openloop] action MSE (normalised): {json.dumps(results['openloop_mse'])}", flush=True)
-    results["eval"] = [evaluate(task_cfg, ckpt, d, a.eval_episodes, a.workers, a.eval_seed) for d in ("sim", "real_proxy")]
+    results["eval"] = [evaluate(task_cfg, ckpt, d, a.eval_episodes, a.workers, a.eval_seed, a.n_action_steps)
+                       for d in ("sim", "real_proxy") if a.eval_episodes > 0]
     Path(a.out, "results.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results["eval"]))
 
