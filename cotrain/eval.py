@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cotrain.config import register_schema
 from cotrain.data import FeatureSpec
-from cotrain.evaluation import evaluate_variation
+from cotrain.evaluation import actions_per_chunk, evaluate_variation
 from cotrain.policies import load_policy
 from cotrain.runtime import pick_device, seed_everything, write_json_atomic
 
@@ -65,9 +65,7 @@ def run(cfg: EvalConfig) -> dict:
     for v in cfg.variations:
         task_cfg.variation(v)
     policy = load_policy(cfg.ckpt, expected_spec=FeatureSpec(), device=device).eval()
-    if not 0 <= cfg.n_action_steps <= policy.chunk_size:
-        raise ValueError(f"eval: n_action_steps must be in [0, {policy.chunk_size}] (the checkpoint's chunk size), "
-                         f"got {cfg.n_action_steps}")
+    actions_per_chunk(cfg.n_action_steps, policy.chunk_size)  # a bad value fails here, before any env is built
     out = Path(cfg.out or Path(cfg.ckpt) / "eval" / f"{task_cfg.task}_{cfg.domain}")
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     results = {}

@@ -55,15 +55,19 @@ def policy_obs(obs: dict, instructions: list[str], device: torch.device) -> dict
     return {IMAGE_KEY: obs[IMAGE_KEY].to(device), STATE_KEY: obs[STATE_KEY].to(device).float(), TASK_KEY: list(instructions)}
 
 
+def actions_per_chunk(n_action_steps: int, chunk_size: int) -> int:
+    """How many actions of each chunk are executed: `n_action_steps`, or the whole chunk for 0; refuses the rest."""
+    if not 0 <= n_action_steps <= chunk_size:
+        raise ValueError(f"n_action_steps must be in [0, {chunk_size}] (the policy's chunk size), got {n_action_steps}")
+    return n_action_steps or chunk_size
+
+
 @torch.no_grad()
 def run_episode(env, policy: Policy, seed: int, frames: list | None = None, n_action_steps: int = 0) -> EpisodeResult:
     """One episode in a single env (num_envs = 1), deterministic actions. Appends camera frames to `frames`.
 
     `n_action_steps`: actions executed from each chunk before the policy observes again (0 = the whole chunk)."""
-    if not 0 <= n_action_steps <= policy.chunk_size:
-        raise ValueError(f"n_action_steps must be in [0, {policy.chunk_size}] (the policy's chunk size), "
-                         f"got {n_action_steps}")
-    execute = n_action_steps or policy.chunk_size
+    execute = actions_per_chunk(n_action_steps, policy.chunk_size)
     device = next(policy.parameters()).device
     obs, _ = env.reset(seed=seed)
     ret, steps = 0.0, 0

@@ -68,6 +68,9 @@ def test_run_episode_executes_n_action_steps_per_chunk(n_action_steps, calls, ex
     assert (result.length, result.ret, result.success) == (T, float(T), True)
 
 
-def test_run_episode_refuses_more_steps_than_the_chunk():
-    with pytest.raises(ValueError, match=r"n_action_steps must be in \[0, 4\].*got 5"):
-        run_episode(CountingEnv(), IndexPolicy(), seed=0, n_action_steps=5)
+@pytest.mark.parametrize("bad", [5, -1])
+def test_run_episode_refuses_n_action_steps_outside_the_chunk(bad):
+    env = CountingEnv()
+    with pytest.raises(ValueError, match=rf"n_action_steps must be in \[0, 4\].*got {bad}"):
+        run_episode(env, IndexPolicy(), seed=0, n_action_steps=bad)
+    assert env.executed == []  # refused before the first step
