@@ -28,6 +28,7 @@ from cotrain.evaluation import wilson_interval  # noqa: E402
 from cotrain.metrics import WandbConfig  # noqa: E402
 from cotrain.stage1 import Stage1Config, train  # noqa: E402
 from cotrain.envs.pool import EnvPool  # noqa: E402
+from cotrain.runtime import write_json_atomic  # noqa: E402
 
 
 def expert_episode(env, state, item):
@@ -183,11 +184,13 @@ def main():
         if leaf not in node:
             sys.exit(f"--set {item}: the policy config has no key '{key}'")
         node[leaf] = yaml.safe_load(value)
+
+    def evaluate_both(ckpt):
+        return [evaluate(task_cfg, ckpt, d, a.eval_episodes, a.workers, a.eval_seed, a.n_action_steps)
+                for d in ("sim", "real_proxy") if a.eval_episodes > 0]
+
     if a.eval_only and a.sim == a.real == a.heldout == 0:
-        results = {"args": vars(a), "eval": [evaluate(task_cfg, Path(a.eval_only), d, a.eval_episodes, a.workers,
-                                                      a.eval_seed, a.n_action_steps) for d in ("sim", "real_proxy")]}
-        Path(a.out).mkdir(parents=True, exist_ok=True)
-        Path(a.out, "results.json").write_text(json.dumps(results, indent=1))
+        write_json_atomic(Path(a.out, "results.json"), {"args": vars(a), "eval": evaluate_both(Path(a.eval_only))})
         return
     sim = demos(task_cfg, "sim", a.sim, 0, a.workers, a.demos_cache, dart=a.dart)
     real = demos(task_cfg, "real_proxy", a.real, 50_000, a.workers, a.demos_cache)
@@ -207,15 +210,13 @@ def main():
     else:
         ckpt = train(cfg, real=[ChunkDataset(real, chunk)], sim=[ChunkDataset(sim, chunk)])
         print(f"[stage1] {a.steps} steps in {time.time() - t:.0f}s", flush=True)
-    Path(a.out).mkdir(parents=True, exist_ok=True)
     results = {"args": vars(a), "policy": policy if not a.eval_only else f"the checkpoint's ({a.eval_only})",
                "stage1_seconds": time.time() - t}
     chunk_sets = {"sim_train": ChunkDataset(sim, chunk)} | ({"sim_heldout": ChunkDataset(heldout, chunk)} if heldout else {})
     results["openloop_mse"] = {name: openloop_error(ckpt, ds) for name, ds in chunk_sets.items()}
     print(f"[openloop] action MSE (normalised): {json.dumps(results['openloop_mse'])}", flush=True)
-    results["eval"] = [evaluate(task_cfg, ckpt, d, a.eval_episodes, a.workers, a.eval_seed, a.n_action_steps)
-                       for d in ("sim", "real_proxy") if a.eval_episodes > 0]
-    Path(a.out, "results.json").write_text(json.dumps(results, indent=1))
+    results["eval"] = evaluate_both(ckpt)
+    write_json_atomic(Path(a.out, "results.json"), results)
     print(json.dumps(results["eval"]))
 
 
