@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from cotrain.data.errors import DatasetError
+from cotrain.data.layout import VIDEO_BACKEND, lerobot_env, recover
 from cotrain.data.provenance import Provenance, read_provenance
 from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
-from cotrain.data.writer import VIDEO_BACKEND, recover
 
 
 def check_dataset(root: str | Path, spec: FeatureSpec) -> dict:
@@ -70,6 +70,7 @@ def _corrupt_file_error(root: Path, err: Exception) -> DatasetError:
 
 def open_lerobot(root: str | Path, spec: FeatureSpec, chunk_size: int):
     """LeRobot's dataset with the action chunk as `delta_timestamps` (items: CHW float images in [0, 1])."""
+    lerobot_env()
     from lerobot.datasets import LeRobotDataset
 
     root = Path(root)
@@ -106,6 +107,7 @@ class EpisodeStore:
 
     @classmethod
     def load(cls, root: str | Path, spec: FeatureSpec) -> "EpisodeStore":
+        lerobot_env()
         from lerobot.datasets import LeRobotDataset
         from lerobot.datasets.video_utils import decode_video_frames
 

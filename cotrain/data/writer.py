@@ -2,12 +2,7 @@
 
 LeRobot keeps its parquet writers open across episodes and writes their footers only in `finalize()`, so a
 process killed mid-recording would leave every episode since the last finalize unreadable. Here every commit
-works on a staging copy of the dataset and swaps it in with renames:
-
-    root            the committed dataset (what readers see)
-    .root.staging   copy of root + the new episodes, finalized by LeRobot, then renamed to root
-    .root.old       root during the swap; restored by `recover()` if a crash falls between the two renames
-
+works on a staging copy of the dataset and swaps it in with renames (the layout: `cotrain.data.layout`).
 A kill at any point leaves `root` holding exactly the episodes of the last finished commit.
 `commit_every=1` (the recorder) commits each episode; generators of many demos commit in batches.
 """
@@ -15,36 +10,17 @@ A kill at any point leaves `root` holding exactly the episodes of the last finis
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from cotrain.data.layout import VIDEO_BACKEND, lerobot_env, old_path, recover, staging_path
 from cotrain.data.provenance import Provenance, append_provenance
+from cotrain.data.reader import check_dataset
 from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: every dataset here is local
-os.environ.setdefault("SVT_LOG", "1")  # the AV1 encoder prints its config per episode at its default level
-VIDEO_BACKEND = "pyav"  # decoding without system FFmpeg (torchcodec needs it)
 log = logging.getLogger(__name__)
-
-
-def _staging(root: Path) -> Path:
-    return root.parent / f".{root.name}.staging"
-
-
-def _old(root: Path) -> Path:
-    return root.parent / f".{root.name}.old"
-
-
-def recover(root: Path) -> None:
-    """Finish or roll back an interrupted swap and drop an unfinished staging copy."""
-    root, old = Path(root), _old(Path(root))
-    if not root.exists() and old.exists():
-        old.rename(root)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(_staging(root), ignore_errors=True)
 
 
 class DatasetWriter:
@@ -76,9 +52,7 @@ class DatasetWriter:
         self._pending: list[Provenance] = []
         recover(self.root)
         if self.root.exists():
-            from cotrain.data.reader import check_dataset  # refuse to append to a mismatching dataset
-
-            check_dataset(self.root, spec)
+            check_dataset(self.root, spec)  # refuse to append to a mismatching dataset
 
     # ---- frames -------------------------------------------------------------------------------------
     def add_frame(self, image: np.ndarray, state: np.ndarray, action: np.ndarray, task: str) -> None:
@@ -118,7 +92,7 @@ class DatasetWriter:
             ds.add_frame(frame)
         index = ds.meta.total_episodes
         ds.save_episode()
-        append_provenance(_staging(self.root), index, provenance)
+        append_provenance(staging_path(self.root), index, provenance)
         self._frames = []
         self._pending.append(provenance)
         if len(self._pending) >= self.commit_every:
@@ -131,7 +105,7 @@ class DatasetWriter:
             return
         self._ds.finalize()
         self._ds = None
-        staging, old = _staging(self.root), _old(self.root)
+        staging, old = staging_path(self.root), old_path(self.root)
         if self.root.exists():
             self.root.rename(old)
         staging.rename(self.root)
@@ -147,7 +121,7 @@ class DatasetWriter:
         """Drop queued, uncommitted episodes; `root` keeps what was committed."""
         self._ds = None
         self._frames, self._pending = [], []
-        shutil.rmtree(_staging(self.root), ignore_errors=True)
+        shutil.rmtree(staging_path(self.root), ignore_errors=True)
 
     def __enter__(self) -> "DatasetWriter":
         return self
@@ -161,11 +135,12 @@ class DatasetWriter:
     def _open_staging(self):
         if self._ds is not None:
             return self._ds
+        lerobot_env()
         import datasets
         from lerobot.datasets import LeRobotDataset
 
         datasets.disable_progress_bars()  # one "Map" bar per episode otherwise
-        staging = _staging(self.root)
+        staging = staging_path(self.root)
         shutil.rmtree(staging, ignore_errors=True)
         if self.root.exists():
             shutil.copytree(self.root, staging)

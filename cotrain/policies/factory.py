@@ -10,15 +10,15 @@ from typing import Any, Callable
 
 from cotrain.data.spec import FeatureSpec
 from cotrain.policies.base import Policy
+from cotrain.policies.builders import BUILTIN, Builder
 from cotrain.policies.config_io import TYPE_KEY, config_from_dict, config_to_dict
-
-Builder = Callable[[Any, FeatureSpec, Any, bool], Policy]
-"""(config, spec, stats, load_pretrained) -> policy."""
 
 POLICIES: dict[type, Builder] = {}
 
 
 def register_policy(config_cls: type) -> Callable[[Builder], Builder]:
+    """Decorator adding a policy (its config class and builder) to the registry."""
+
     def deco(builder: Builder) -> Builder:
         if config_cls in POLICIES:
             raise ValueError(f"policy config {config_cls.__name__} is already registered")
@@ -30,10 +30,13 @@ def register_policy(config_cls: type) -> Callable[[Builder], Builder]:
     return deco
 
 
+for _cls, _builder in BUILTIN.items():
+    register_policy(_cls)(_builder)
+
+
 def make_policy(cfg: Any, spec: FeatureSpec, stats: Any, *, load_pretrained: bool = True) -> Policy:
     """Build the policy `cfg` describes. `load_pretrained=False` skips pretrained weights a config points at
     (used when a checkpoint's own weights are loaded right after)."""
-    _register_builtin()
     if type(cfg) not in POLICIES:
         raise KeyError(f"no policy registered for config {type(cfg).__name__}; registered: {[c.__name__ for c in POLICIES]}")
     return POLICIES[type(cfg)](cfg, spec, stats, load_pretrained)
@@ -41,7 +44,6 @@ def make_policy(cfg: Any, spec: FeatureSpec, stats: Any, *, load_pretrained: boo
 
 def policy_config_from_dict(data: dict[str, Any], where: str = "policy") -> Any:
     """The policy config a dict describes, chosen by its `type` key; unknown keys and wrong types are errors."""
-    _register_builtin()
     by_name = {c.type_name: c for c in POLICIES}
     if not isinstance(data, dict) or TYPE_KEY not in data:
         raise ValueError(f"{where}: a policy config needs a '{TYPE_KEY}' key, one of {sorted(by_name)}")
@@ -52,8 +54,3 @@ def policy_config_from_dict(data: dict[str, Any], where: str = "policy") -> Any:
 
 def policy_config_to_dict(cfg: Any) -> dict[str, Any]:
     return config_to_dict(cfg)
-
-
-def _register_builtin() -> None:
-    """Import the modules whose builders register themselves (deferred to keep import cycles out)."""
-    from cotrain.policies import builders  # noqa: F401
