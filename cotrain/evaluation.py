@@ -16,6 +16,7 @@ import torch
 
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.policies.base import Policy
+from cotrain.runtime import atomic_path
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -89,14 +90,12 @@ def run_episode(env, policy: Policy, seed: int, frames: list | None = None, n_ac
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
-    tmp = path.with_suffix(".tmp.mp4")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        for f in frames:
+            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        writer.release()
 
 
 def evaluate_variation(env, policy: Policy, variation: str, seeds: list[int], video_dir: Path | None = None,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cotrain.runtime import atomic_path
+
 
 @dataclass
 class WandbConfig:
@@ -57,12 +59,10 @@ class MetricsLogger:
 
     def _write_csv(self) -> None:
         keys = ["step"] + sorted({k for r in self.rows for k in r} - {"step"})
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.rows)
-        tmp.replace(self.csv_path)
 
     def series(self, key: str, x_key: str = "step") -> tuple[list[float], list[float]]:
         pts = [(r[x_key], r[key]) for r in self.rows if key in r and x_key in r and not math.isnan(r[key])]

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from cotrain.config import register_schema
+from cotrain.runtime import atomic_path, pick_device, seed_everything, write_json_atomic
 
 log = logging.getLogger("cotrain.pretrain_encoder")
 
@@ -160,10 +161,8 @@ def save_encoder(encoder: nn.Module, path: Path, prefix: str = "image_encoder.")
     prefixes = keypoint_prefixes(encoder)
     weights = {prefix + k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()
                if k.startswith(prefixes)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(weights, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(weights, str(tmp))
     return len(weights)
 
 
@@ -173,7 +172,6 @@ def run(cfg: EncoderPretrainConfig) -> dict:
     from cotrain.envs.config import TaskConfig
     from cotrain.envs.make import ENV_CLASSES
     from cotrain.policies import make_policy, policy_config_from_dict
-    from cotrain.runtime import pick_device, seed_everything, write_json_atomic
 
     task_cfg = TaskConfig.from_dict(dict(cfg.task), source=f"configs/task/{cfg.task.get('task')}.yaml")
     policy_cfg = policy_config_from_dict(dict(cfg.policy), where="policy")
