@@ -67,7 +67,6 @@ def import_maniskill(
     written = 0
     with h5py.File(h5_path, "r") as f, DatasetWriter(out_root, spec, commit_every=len(episodes)) as writer:
         for ep in episodes:
-            where = f"{h5_path}:traj_{ep['episode_id']}"
             mode = ep.get("control_mode") or meta.get("env_info", {}).get("env_kwargs", {}).get("control_mode")
             if mode != CONTROL_MODE:
                 raise DatasetError(f"{json_path}: episode {ep['episode_id']} control_mode={mode!r}, need {CONTROL_MODE!r}")
@@ -76,32 +75,41 @@ def import_maniskill(
             instruction = ep.get("instruction", task)
             if not instruction:
                 raise DatasetError(f"{json_path}: episode {ep['episode_id']} has no instruction; pass task=")
-            traj = _need(f, f"traj_{ep['episode_id']}", str(h5_path))
-            actions = np.asarray(_need(traj, "actions", where), dtype=np.float32)
-            if actions.ndim != 2 or actions.shape[1] != spec.action_dim:
-                raise DatasetError(f"{where}/actions: shape {actions.shape}, expected (T, {spec.action_dim})")
-            obs = _need(traj, "obs", where)
-            sensors = _need(obs, "sensor_data", where)
-            cams = sorted(sensors.keys())
-            cam = camera or (cams[0] if len(cams) == 1 else None)
-            if cam not in sensors:
-                raise DatasetError(f"{where}/obs/sensor_data: camera {camera!r} not among {cams}; pass camera=")
-            rgb = np.asarray(_need(sensors[cam], "rgb", where))
-            state = tcp_pose_to_state(
-                np.asarray(_need(_need(obs, "extra", where), "tcp_pose", where)),
-                np.asarray(_need(_need(obs, "agent", where), "qpos", where)),
-            )
-            T = len(actions)
-            if len(rgb) < T or len(state) < T:
-                raise DatasetError(f"{where}: {len(rgb)} observations for {T} actions")
-            for t in range(T):
-                img = rgb[t, ..., :3]
-                if img.shape[:2] != (spec.image_height, spec.image_width):
-                    img = cv2.resize(img, (spec.image_width, spec.image_height), interpolation=cv2.INTER_AREA)
-                writer.add_frame(img.astype(np.uint8), state[t], actions[t], instruction)
+            rgb, state, actions = _read_trajectory(f, ep["episode_id"], spec, camera, str(h5_path))
+            for t in range(len(actions)):
+                writer.add_frame(_resized(rgb[t, ..., :3], spec), state[t], actions[t], instruction)
             writer.save_episode(Provenance(domain, source, ep.get("episode_seed")))
             written += 1
     return written
+
+
+def _read_trajectory(f: h5py.File, episode_id: int, spec: FeatureSpec, camera: str | None, h5_name: str):
+    """(rgb [T+1, H, W, C], state [T+1, 8], actions [T, 7]) of one trajectory, each checked against the spec."""
+    where = f"{h5_name}:traj_{episode_id}"
+    traj = _need(f, f"traj_{episode_id}", h5_name)
+    actions = np.asarray(_need(traj, "actions", where), dtype=np.float32)
+    if actions.ndim != 2 or actions.shape[1] != spec.action_dim:
+        raise DatasetError(f"{where}/actions: shape {actions.shape}, expected (T, {spec.action_dim})")
+    obs = _need(traj, "obs", where)
+    sensors = _need(obs, "sensor_data", where)
+    cams = sorted(sensors.keys())
+    cam = camera or (cams[0] if len(cams) == 1 else None)
+    if cam not in sensors:
+        raise DatasetError(f"{where}/obs/sensor_data: camera {camera!r} not among {cams}; pass camera=")
+    rgb = np.asarray(_need(sensors[cam], "rgb", where))
+    state = tcp_pose_to_state(
+        np.asarray(_need(_need(obs, "extra", where), "tcp_pose", where)),
+        np.asarray(_need(_need(obs, "agent", where), "qpos", where)),
+    )
+    if len(rgb) < len(actions) or len(state) < len(actions):
+        raise DatasetError(f"{where}: {len(rgb)} observations for {len(actions)} actions")
+    return rgb, state, actions
+
+
+def _resized(img: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    if img.shape[:2] != (spec.image_height, spec.image_width):
+        img = cv2.resize(img, (spec.image_width, spec.image_height), interpolation=cv2.INTER_AREA)
+    return img.astype(np.uint8)
 
 
 def main() -> None:
