@@ -74,6 +74,24 @@ def test_timer_takes_a_late_tick_with_a_fresh_frame_and_holds_on_stale():
     assert loop.stats.holds == 1 and loop.stats.late == 1
 
 
+def test_watchdog_holds_as_the_frame_turns_stale_not_at_the_next_tick():
+    """stale 200 ms, margin 10 ms (the timer's period): a frame at 0 is acted on until it is 190 ms old; the timer sends
+    the hold at 191 ms (the next due tick would be 210 ms), the loop says 'stale' until a fresh frame takes a tick."""
+    loop, pol = PolicyLoop(LoopTiming(period=0.1, tolerance=0.01, stale=0.2, margin=0.01), 0), ChunkPolicy()
+    loop.start(0.0)
+    loop.on_state(STATE, 0.0)
+    inf = SyncInference(pol)
+    assert loop.on_frame(IMG, 0, 0.0, inf, "task").kind == "act"
+    assert loop.on_timer(0.189, inf, "task").kind == "act"  # late tick (due 0.1), frame 189 ms old: still fresh
+    tick = loop.on_timer(0.191, inf, "task")  # 191 ms >= 190 ms: hold at once
+    assert tick.kind == "hold" and loop.state == "stale" and loop.running
+    assert loop.on_timer(0.195, inf, "task") is None  # one hold per turn; the next due tick (0.2 + 0.01) holds again
+    assert loop.on_timer(0.211, inf, "task").kind == "hold"
+    loop.on_state(STATE, 0.295)
+    tick = loop.on_frame(IMG, 295_000_000, 0.295, inf, "task")  # within the tolerance of the tick due at 0.3
+    assert tick.kind == "act" and loop.state == "running" and tick.stamp_ns == 295_000_000
+
+
 def test_freshness_comes_from_the_stamp_not_the_arrival():
     loop, pol = running(), ChunkPolicy()
     inf = SyncInference(pol)
