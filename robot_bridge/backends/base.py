@@ -63,6 +63,10 @@ class ArmBackend(ABC):
         possibly while another thread is inside a backend call, so it must be thread-safe. The default does nothing:
         an arm that moves only inside `apply` (the twin) stops when commands stop."""
 
+    def status(self) -> dict:
+        """Backend-specific fields for the franka node's status (JSON-serialisable; read without the guard's lock)."""
+        return {}
+
     def tracking_error(self) -> str:
         """Why the arm should hold because it does not follow its target ('' if it does; '' for backends without a
         tracking target)."""

@@ -149,9 +149,12 @@ class FrankyBackend(ArmBackend):
                     self._gripper_worker.close()
                 self._tracker, self._gripper, self._robot, self._gripper_worker = None, None, None, None
 
-    @property
-    def gripper_busy_s(self) -> float:
-        return self._gripper_worker.busy_s if self._gripper_worker is not None else 0.0
+    def status(self) -> dict:
+        """How the last target was bounded, the target orientation, how long a gripper call has been running."""
+        q, worker = self._target_quat, self._gripper_worker
+        return {"target_reasons": list(self.last_target_reasons),
+                "target_quat": None if q is None else [round(float(v), 5) for v in q],
+                "gripper_busy_s": round(worker.busy_s, 2) if worker is not None else 0.0}
 
     @property
     def in_control(self) -> bool:

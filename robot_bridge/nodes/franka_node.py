@@ -199,10 +199,7 @@ class FrankaNode(LifecycleNode):
             fields |= {"applied": s.applied, "rejected": s.rejected, "modified": s.modified, "ignored": s.ignored,
                        "timeouts": s.timeouts, "tracking_holds": s.tracking_holds, "hold_reason": g.hold_reason,
                        "errors": s.errors[-3:], "last_reasons": list(g.last_reasons)}
-            for key in ("last_target_reasons", "gripper_busy_s"):  # franky: how the target was bounded, gripper
-                if hasattr(g.backend, key):
-                    v = getattr(g.backend, key)
-                    fields[key] = list(v) if isinstance(v, tuple) else round(v, 2)
+            fields |= g.backend.status()
             if g.state in ("active", "holding"):  # the commanded target (franky) or measured pose (twin) deltas move
                 try:
                     fields["target"] = [round(float(v), 5) for v in g.backend.reference_xyz()]
