@@ -244,6 +244,39 @@ def load_robot_config(path: str | Path, overrides: dict[str, dict[str, Any]] | N
     return resolve(sections, str(path))
 
 
+def cli_parameters(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """(--params-file paths, {name: value} of -p/--param name:=value) in the --ros-args part of `argv`; values are
+    YAML, as rcl reads them."""
+    files, values = [], {}
+    if "--ros-args" not in argv:
+        return files, values
+    rest = argv[argv.index("--ros-args") + 1:]
+    for flag, arg in zip(rest, rest[1:]):
+        if flag == "--params-file":
+            files.append(arg)
+        elif flag in ("-p", "--param"):
+            name, sep, raw = arg.partition(":=")
+            if not sep:
+                raise ValueError(f"{flag} {arg}: expected name:=value")
+            values[name] = yaml.safe_load(raw)
+    return files, values
+
+
+def check_cli(node: str, argv: list[str]) -> dict[str, Any]:
+    """A node run directly: every --params-file is checked by the strict loader (an unknown node, key or type is one
+    error line) and every -p name must be a parameter of `node`; returns the -p values, typed, for the node's
+    `parameter_overrides`, so that they win over a file (rclpy files a `-p` under '/**', which the file's own node
+    section beats)."""
+    files, values = cli_parameters(argv)
+    for path in files:
+        resolve(read_param_file(path), str(path))
+    known = defaults(NODE_PARAMS[node])
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"-p {', '.join(unknown)}: not a parameter of the {node} node; known: {sorted(known)}")
+    return {k: _coerce(f"-p {k}", v, known[k]) for k, v in values.items()}
+
+
 def declare(node, cls: type):
     """Declare `cls`'s fields as ROS parameters of `node` (typed defaults) and return their current values."""
     values = {}
