@@ -45,6 +45,7 @@ STEP_X = [0.005, 0, 0, 0, 0, 0, 1.0]
 STEP_MINUS_X = [-0.005, 0, 0, 0, 0, 0, 1.0]
 STALE_S = 0.2  # the policy's stale_obs_ms (franka_sim.yaml)
 PUBLISH_SLACK_S = 0.1  # a tick publishes right after its freshness check; allows for a descheduled process
+HOLD_TRIP_S = 0.05  # policy node -> franka node -> applied: the watchdog sends its hold 10 ms before stale_obs_ms
 STILL_MM = 2.0  # an arm "at rest": moves less than this over the observation window
 WAIT_S = 30.0  # every awaited event (generous: what is asserted is what happens, timing targets live in benchmarks/)
 START_S = 120.0  # two node processes importing torch and franky on 2 busy cores
@@ -201,6 +202,9 @@ def test_frames_stop_holds(world, tmp_path):
     assert moving and all(0 < r.stamp_ns <= last_frame for r in moving)
     ages = [(r.sent_ns - r.stamp_ns) * 1e-9 for r in moving]
     assert max(ages) <= STALE_S + PUBLISH_SLACK_S, max(ages)  # no motion on a frame older than stale_obs_ms
+    # the watchdog's hold reached the arm within stale_obs_ms of the last frame (+ the trip through two processes)
+    first_stale_hold = min(r.sent_ns for r in applied if r.sent_ns > last_frame and r.stamp_ns == 0)
+    assert (first_stale_hold - last_frame) * 1e-9 <= STALE_S + HOLD_TRIP_S, (first_stale_hold - last_frame) * 1e-9
     # the arm got holds only once the frames were stale (by order: the franka node sends what it gets, in order)
     first_hold = next(i for i, r in enumerate(applied) if r.sent_ns > stale_from and r.stamp_ns == 0)
     assert not any(np.any(r.value[:6]) for r in applied[first_hold:])
