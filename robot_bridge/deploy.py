@@ -10,6 +10,8 @@ then stop all three; the twin backend resets its env on each activation, and its
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from robot_bridge.graph import PROFILES, node_specs, overrides_for
+from robot_bridge.nodes import EXIT_TIMEOUT_S, callbacks_done
 
 
 @dataclass
@@ -118,7 +121,8 @@ def deploy(cfg: DeployConfig) -> list[dict]:
     executor = MultiThreadedExecutor()
     nodes: dict = {}
     try:
-        for spec in specs:
+        # the arm last: a missing checkpoint or camera fails before the arm is activated
+        for spec in sorted(specs, key=lambda s: s.name == "franka"):
             nodes[spec.name] = make_node(spec)
             executor.add_node(nodes[spec.name])
         if cfg.episodes == 0:
@@ -132,10 +136,14 @@ def deploy(cfg: DeployConfig) -> list[dict]:
     except (KeyboardInterrupt, ExternalShutdownException):
         return []
     finally:
-        executor.shutdown(timeout_sec=5.0)
+        executor.shutdown(timeout_sec=EXIT_TIMEOUT_S)
+        clean = callbacks_done(executor, EXIT_TIMEOUT_S)
         for node in nodes.values():  # the franka node stops and disconnects the arm when destroyed
             node.destroy_node()
         rclpy.try_shutdown()
+        if not clean:  # a callback stuck in a driver call would keep the interpreter from exiting
+            print("deploy: a callback did not return after shutdown; exiting", file=sys.stderr, flush=True)
+            os._exit(1)
 
 
 def call_trigger(node, service: str, timeout: float = 120.0):
@@ -159,11 +167,14 @@ def call_trigger(node, service: str, timeout: float = 120.0):
 
 @hydra.main(config_path="../configs", config_name="deploy", version_base=None)
 def main(dcfg) -> None:
-    cfg: DeployConfig = OmegaConf.to_object(dcfg)
-    if cfg.print_nodes:
-        print(json.dumps([asdict(s) for s in specs_for(cfg)], indent=1))
-        return
-    deploy(cfg)
+    try:
+        cfg: DeployConfig = OmegaConf.to_object(dcfg)
+        if cfg.print_nodes:
+            print(json.dumps([asdict(s) for s in specs_for(cfg)], indent=1))
+            return
+        deploy(cfg)
+    except (ValueError, FileNotFoundError) as e:  # a bad config, checkpoint or camera: one line, nothing half-started
+        sys.exit(f"deploy: {e}")
 
 
 if __name__ == "__main__":

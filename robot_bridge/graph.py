@@ -1,6 +1,7 @@
 """The one node list that `python -m robot_bridge.deploy` and the launch files both start.
 
-A profile names the nodes; a robot config (ROS 2 parameter file, `configs/robot/*.yaml`) gives their parameters.
+A profile names the nodes and the recorder's provenance source (what the recorded actions came from); a robot config
+(ROS 2 parameter file, `configs/robot/*.yaml`) gives the other parameters.
 With the twin backend the simulated world publishes the camera itself, so no camera node is started.
 """
 
@@ -21,6 +22,8 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "deploy_policy": ("camera", "franka", "policy", "recorder"),
     "teleop_collect": ("camera", "franka", "teleop", "recorder"),
 }
+SOURCES: dict[str, str] = {"deploy_policy": "policy", "teleop_collect": "teleop"}
+"""The recorder's provenance `source` for each profile (an override may still say 'intervention')."""
 NODE_MODULES: dict[str, str] = {
     "camera": "robot_bridge.nodes.camera_node",
     "franka": "robot_bridge.nodes.franka_node",
@@ -50,12 +53,19 @@ class NodeSpec:
 def robot_config_path(robot: str) -> Path:
     """`robot` is a name in configs/robot (without .yaml) or a path to a parameter file."""
     p = Path(robot)
-    return p if p.suffix in (".yaml", ".yml") else CONFIG_DIR / f"{robot}.yaml"
+    p = p if p.suffix in (".yaml", ".yml") else CONFIG_DIR / f"{robot}.yaml"
+    if not p.is_file():
+        names = sorted(c.stem for c in CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"robot_config={robot!r}: {p} does not exist; valid names: {', '.join(names)} "
+                                "(or a path to a .yaml parameter file)")
+    return p
 
 
 def node_specs(profile: str, robot: str, overrides: dict[str, dict[str, Any]] | None = None) -> list[NodeSpec]:
     if profile not in PROFILES:
         raise ValueError(f"profile {profile!r}: expected one of {sorted(PROFILES)}")
+    overrides = dict(overrides or {})
+    overrides["recorder"] = {"source": SOURCES[profile]} | overrides.get("recorder", {})
     params = load_robot_config(robot_config_path(robot), overrides)
     names = [n for n in PROFILES[profile] if not (n == "camera" and params["franka"]["backend"] == "twin")]
     return [NodeSpec(n, NODE_MODULES[n], params[n]) for n in names]

@@ -9,6 +9,7 @@ The `/**` section holds values shared by every node that declares them (the feat
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import yaml
 
 from cotrain.data.spec import FeatureSpec
+from robot_bridge.safety import SafetyLimits
+from robot_bridge.target import TargetLimits
 
 
 @dataclass
@@ -98,12 +101,30 @@ class FrankaParams:
     """Largest ‖Δrpy‖ per command, rad."""
     max_lead: float = 0.03
     """Largest distance the commanded target may lead the measured end-effector position, m (franky backend)."""
+    nominal_rpy: list[float] = field(default_factory=lambda: [math.pi, 0.0, 0.0])
+    """Nominal end-effector orientation (roll, pitch, yaw), rad, as in observation.state (R = Rz Ry Rx); the default
+    is the Franka's top-down home orientation (franky backend)."""
+    max_orientation_error: float = 1.0
+    """Largest angle between the commanded orientation and `nominal_rpy`, rad: an absolute bound (franky backend)."""
+    max_tracking_error: float = 0.045
+    """Commanded target this far (m) from the measured position -> hold: the arm does not follow (franky backend)."""
+    max_tracking_rotation: float = 0.35
+    """Commanded orientation this far (rad) from the measured one -> hold (franky backend)."""
     autostart: bool = False
     """Configure and activate at start-up (otherwise drive the lifecycle through /franka/change_state)."""
     twin_env: str = ""
     """Twin backend: task config (a name in configs/task or a yaml path); the env is its real_proxy domain."""
     twin_seed: int = 0
     """Twin backend: seed of the first episode (episode k resets with twin_seed + k)."""
+
+    def safety_limits(self) -> SafetyLimits:
+        return SafetyLimits(workspace_min=tuple(self.workspace_min), workspace_max=tuple(self.workspace_max),
+                            max_translation=self.max_translation, max_rotation=self.max_rotation)
+
+    def target_limits(self) -> TargetLimits:
+        return TargetLimits(max_lead=self.max_lead, nominal_rpy=tuple(self.nominal_rpy),
+                            max_orientation_error=self.max_orientation_error,
+                            max_tracking_error=self.max_tracking_error, max_tracking_rotation=self.max_tracking_rotation)
 
 
 @dataclass
@@ -221,6 +242,39 @@ def load_robot_config(path: str | Path, overrides: dict[str, dict[str, Any]] | N
     for node, values in (overrides or {}).items():
         sections[node] = sections.get(node, {}) | values
     return resolve(sections, str(path))
+
+
+def cli_parameters(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """(--params-file paths, {name: value} of -p/--param name:=value) in the --ros-args part of `argv`; values are
+    YAML, as rcl reads them."""
+    files, values = [], {}
+    if "--ros-args" not in argv:
+        return files, values
+    rest = argv[argv.index("--ros-args") + 1:]
+    for flag, arg in zip(rest, rest[1:]):
+        if flag == "--params-file":
+            files.append(arg)
+        elif flag in ("-p", "--param"):
+            name, sep, raw = arg.partition(":=")
+            if not sep:
+                raise ValueError(f"{flag} {arg}: expected name:=value")
+            values[name] = yaml.safe_load(raw)
+    return files, values
+
+
+def check_cli(node: str, argv: list[str]) -> dict[str, Any]:
+    """A node run directly: every --params-file is checked by the strict loader (an unknown node, key or type is one
+    error line) and every -p name must be a parameter of `node`; returns the -p values, typed, for the node's
+    `parameter_overrides`, so that they win over a file (rclpy files a `-p` under '/**', which the file's own node
+    section beats)."""
+    files, values = cli_parameters(argv)
+    for path in files:
+        resolve(read_param_file(path), str(path))
+    known = defaults(NODE_PARAMS[node])
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"-p {', '.join(unknown)}: not a parameter of the {node} node; known: {sorted(known)}")
+    return {k: _coerce(f"-p {k}", v, known[k]) for k, v in values.items()}
 
 
 def declare(node, cls: type):

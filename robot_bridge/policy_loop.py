@@ -5,8 +5,11 @@ Ticks are due every 1/fps. A camera frame that arrives within `tolerance` before
 runs the tick at once and the next tick falls due one period after that frame (the camera paces the loop, so the
 command follows the image it answers by the tick's own work only); a tick that no frame has taken by
 `due + tolerance` is taken by the timer with the latest observation, and the next falls due one period later. Either
-way the tick acts only on a fresh observation (image and state younger than `stale`); otherwise it holds (zero
-motion, gripper unchanged), drops the rest of the chunk and forgets any chunk being computed.
+way the tick acts only on a fresh observation (image and state younger than `stale − margin`); otherwise it holds
+(zero motion, gripper unchanged), drops the rest of the chunk and forgets any chunk being computed. The timer is also
+the watchdog: the moment the latest observation turns `stale − margin` old it sends a hold at once, without waiting
+for the next due tick, so the hold is out by the time the observation is `stale` old (margin: the timer's period).
+While holding on stale observations the loop's state is 'stale'; the first tick on a fresh one makes it 'running'.
 Freshness is judged by the observations' stamps (capture time), not by when they were received: a frame that sat in a
 queue is as old as its stamp says. All times are seconds on the stamps' clock (ROS time: the host's system clock).
 
@@ -36,6 +39,8 @@ import numpy as np
 from robot_bridge.inference import ChunkRequest, ChunkResult
 from robot_bridge.safety import hold_action
 
+RUNNING = ("running", "stale")
+
 
 class Inference(Protocol):
     def submit(self, request: ChunkRequest) -> None: ...
@@ -50,7 +55,9 @@ class LoopTiming:
     tolerance: float
     """Seconds: how early a frame may take a tick, how late the timer takes it."""
     stale: float
-    """Seconds: older observations hold the arm."""
+    """Seconds: by the time the latest observation is this old, the arm has been sent a hold."""
+    margin: float = 0.0
+    """Seconds: observations count as stale from `stale − margin` on (the watchdog timer's period)."""
 
 
 @dataclass
@@ -89,7 +96,7 @@ class PolicyLoop:
         self.timing = timing
         self.n_action_steps = n_action_steps
         self.prefetch = prefetch
-        self.state = "idle"  # idle | running | faulted
+        self.state = "idle"  # idle | running | stale (running, holding on stale observations) | faulted
         self.stats = LoopStats()
         self._queue: deque[np.ndarray] = deque()
         self._chunk_stamp = 0  # image stamp of the chunk being executed
@@ -105,6 +112,15 @@ class PolicyLoop:
         self._gripper = 1.0  # last gripper command: holds keep it
 
     # ---- control ------------------------------------------------------------------------------------
+    @property
+    def image_stamp_ns(self) -> int:
+        """Stamp of the latest image (0 if none yet)."""
+        return self._image_stamp
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING
+
     def start(self, now: float) -> None:
         self.state = "running"
         self._drop()
@@ -127,18 +143,27 @@ class PolicyLoop:
     def on_frame(self, image: np.ndarray, stamp_ns: int, now: float, infer: Inference, task: str) -> Tick | None:
         """A new camera frame captured at `stamp_ns` (ns), received at `now` (s)."""
         self._image, self._image_t, self._image_stamp = image, stamp_ns * 1e-9, stamp_ns
-        if self.state != "running" or now < self._next_due - self.timing.tolerance:
+        if not self.running or now < self._next_due - self.timing.tolerance:
             return None
         return self._tick(now, infer, task, late=False)
 
     def on_timer(self, now: float, infer: Inference, task: str) -> Tick | None:
-        if self.state != "running" or now < self._next_due + self.timing.tolerance:
+        if self.state == "running" and not self._fresh(now):  # the watchdog: hold now, not at the next due tick
+            return self._stale_hold(late=True)
+        if not self.running or now < self._next_due + self.timing.tolerance:
             return None
         return self._tick(now, infer, task, late=True)
 
     # ---- one tick -----------------------------------------------------------------------------------
     def _fresh(self, now: float) -> bool:
-        return now - self._image_t <= self.timing.stale and now - self._state_t <= self.timing.stale
+        limit = self.timing.stale - self.timing.margin
+        return now - self._image_t < limit and now - self._state_t < limit
+
+    def _stale_hold(self, late: bool) -> Tick:
+        self._drop()
+        self.stats.holds += 1
+        self.state = "stale"
+        return self._hold("hold", late)
 
     def _advance(self, now: float, late: bool) -> None:
         if not late:  # a frame took the tick: the next is due one period after this frame
@@ -171,9 +196,8 @@ class PolicyLoop:
     def _tick(self, now: float, infer: Inference, task: str, late: bool) -> Tick:
         self._advance(now, late)
         if not self._fresh(now):
-            self._drop()
-            self.stats.holds += 1
-            return self._hold("hold", late)
+            return self._stale_hold(late)
+        self.state = "running"
         error = self._collect(infer)
         if not self._queue and self._ready is None and self._inflight is None and not error:
             self._request(infer, task, now)  # sync: computed here; pipelined: only the first chunk after a (re)start

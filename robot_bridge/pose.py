@@ -95,3 +95,39 @@ def apply_delta(xyz: np.ndarray, quat: np.ndarray, dxyz: np.ndarray, drpy: np.nd
     target_xyz = np.asarray(xyz, dtype=np.float64) + np.asarray(dxyz, dtype=np.float64)
     target_rot = rpy_to_matrix(drpy) @ quat_to_matrix(quat)
     return target_xyz, matrix_to_quat(target_rot)
+
+
+def state_rpy_to_matrix(rpy) -> np.ndarray:
+    """Inverse of `state_rpy`: R = Rz(yaw) @ Ry(pitch) @ Rx(roll)."""
+    r, p, y = np.asarray(rpy, dtype=np.float64)
+    return _rz(y) @ _ry(p) @ _rx(r)
+
+
+def rotation_vector(m: np.ndarray) -> np.ndarray:
+    """Axis · angle (angle in [0, π]) of a rotation matrix (the matrix logarithm)."""
+    m = np.asarray(m, dtype=np.float64)
+    angle = float(np.arccos(np.clip((np.trace(m) - 1.0) / 2.0, -1.0, 1.0)))
+    if angle < 1e-9:
+        return np.zeros(3)
+    if angle > np.pi - 1e-6:  # near a half turn the antisymmetric part vanishes: axis from the symmetric part
+        i = int(np.argmax(np.diag(m)))
+        axis = (m[:, i] + np.eye(3)[i]) / np.sqrt(2.0 * (1.0 + m[i, i]))
+        return axis * angle
+    w = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
+    return w * (angle / (2.0 * np.sin(angle)))
+
+
+def rotation_matrix(v) -> np.ndarray:
+    """Rotation of angle ‖v‖ about v / ‖v‖ (Rodrigues; the matrix exponential of `rotation_vector`)."""
+    v = np.asarray(v, dtype=np.float64)
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = v / angle
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * (kx @ kx)
+
+
+def angle_between(qa, qb) -> float:
+    """Geodesic angle (rad, [0, π]) between two orientations given as quaternions [x, y, z, w]."""
+    return float(np.linalg.norm(rotation_vector(quat_to_matrix(qa).T @ quat_to_matrix(qb))))

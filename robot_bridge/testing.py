@@ -3,7 +3,7 @@ plays camera and records topics). Processes and the ROS environment of a test: `
 
 The scripted policy's "checkpoint" is a JSON file, so a policy node in another process can load it through the
 `policy_loader` parameter (`robot_bridge.testing:load_scripted_policy`):
-    {"spec": {FeatureSpec fields}, "chunk_size": 4, "action": [7 floats],
+    {"spec": {FeatureSpec fields}, "chunk_size": 4, "action": [7 floats] or [[7 floats], ...] (chunk k: the k-th, cycled),
      "fault": null | {"kind": "raise" | "nan" | "oversize", "after_calls": n}, "sleep_ms": 0}
 """
 
@@ -22,14 +22,18 @@ from cotrain.policies.base import Policy
 
 
 class ScriptedPolicy(Policy):
-    """Returns a constant chunk; after `after_calls` calls to `sample`, injects the configured fault."""
+    """Returns a constant chunk (or, given several actions, chunk k repeats action k, cycled); after `after_calls`
+    calls to `sample`, injects the configured fault."""
 
     def __init__(self, spec: FeatureSpec, chunk_size: int, action, fault: dict | None = None, sleep_ms: float = 0.0):
         super().__init__()
         self.spec, self.chunk_size = spec, chunk_size
-        self.action = torch.as_tensor(action, dtype=torch.float32)
-        if self.action.shape != (spec.action_dim,):
-            raise ValueError(f"scripted policy action: expected {spec.action_dim} values, got {tuple(self.action.shape)}")
+        a = torch.as_tensor(action, dtype=torch.float32)
+        self.actions = a[None] if a.ndim == 1 else a
+        if self.actions.ndim != 2 or self.actions.shape[1] != spec.action_dim or len(self.actions) == 0:
+            raise ValueError(f"scripted policy action: expected {spec.action_dim} values or rows of them, got "
+                             f"{tuple(a.shape)}")
+        self.action = self.actions[0]
         self.fault = fault
         self.sleep_ms = sleep_ms
         self.calls = 0
@@ -43,7 +47,7 @@ class ScriptedPolicy(Policy):
         assert obs[IMAGE_KEY].shape[1:] == self.spec.image_shape and obs[STATE_KEY].shape == (b, self.spec.state_dim)
         if self.sleep_ms:
             time.sleep(self.sleep_ms / 1000.0)
-        chunk = self.action.expand(b, self.chunk_size, -1).clone()
+        chunk = self.actions[(self.calls - 1) % len(self.actions)].expand(b, self.chunk_size, -1).clone()
         if self.fault and self.calls > self.fault["after_calls"]:
             kind = self.fault["kind"]
             if kind == "raise":
@@ -70,7 +74,7 @@ class ScriptedPolicy(Policy):
 def write_scripted_checkpoint(path: str | Path, spec: FeatureSpec, action, chunk_size: int = 4,
                               fault: dict | None = None, sleep_ms: float = 0.0) -> Path:
     path = Path(path)
-    path.write_text(json.dumps({"spec": spec.to_dict(), "chunk_size": chunk_size, "action": list(map(float, action)),
+    path.write_text(json.dumps({"spec": spec.to_dict(), "chunk_size": chunk_size, "action": np.asarray(action, float).tolist(),
                                 "fault": fault, "sleep_ms": sleep_ms}))
     return path
 
@@ -127,6 +131,7 @@ class RosHarness:
         self.applied: list[Received] = []  # /franka/applied_action: what the arm was sent (after the filter)
         self.actions: list[Received] = []  # /action
         self.poses: list[Received] = []  # /franka/ee_pose: xyz (the last 2000)
+        self.quats: list[Received] = []  # /franka/ee_pose: orientation [x, y, z, w] (the last 2000)
         self.status: dict[str, dict] = {}  # latest status of each node
         self.status_log: list[Received] = []  # every status: value (key, dict)
         self.nodes: list = []
@@ -150,10 +155,12 @@ class RosHarness:
                                        lambda m, i: record(self.applied, messages.msg_to_action(m), m, i), 50)
         self.probe.create_subscription(JointState, topics.ACTION,
                                        lambda m, i: record(self.actions, np.asarray(m.position), m, i), 50)
-        self.probe.create_subscription(
-            messages.PoseStamped, topics.EE_POSE,
-            lambda m, i: record(self.poses, np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z]), m, i,
-                                keep=2000), 50)
+        def pose_cb(m, i):
+            o = m.pose.orientation
+            record(self.poses, np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z]), m, i, keep=2000)
+            record(self.quats, np.array([o.x, o.y, o.z, o.w]), m, i, keep=2000)
+
+        self.probe.create_subscription(messages.PoseStamped, topics.EE_POSE, pose_cb, 50)
         for key, topic in (("franka", topics.FRANKA_STATUS), ("policy", topics.POLICY_STATUS), ("recorder", topics.RECORDER_STATUS)):
             self.probe.create_subscription(String, topic, status_cb(key), messages.STATUS_QOS)
         self.executor.add_node(self.probe)

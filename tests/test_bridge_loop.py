@@ -1,15 +1,12 @@
-"""robot_bridge.policy_loop, arm_guard and teleop_keys without ROS: hand-worked times and numbers."""
+"""robot_bridge.policy_loop and teleop_keys without ROS: hand-worked times and numbers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from robot_bridge.arm_guard import ArmGuard
-from robot_bridge.backends.base import ArmBackend, ArmReading
 from robot_bridge.inference import SyncInference, ThreadedInference, run_policy
 from robot_bridge.policy_loop import LoopTiming, PolicyLoop
-from robot_bridge.safety import SafetyLimits
 from robot_bridge.teleop_keys import KeyTeleop
 
 T = LoopTiming(period=0.1, tolerance=0.01, stale=0.2)
@@ -75,6 +72,24 @@ def test_timer_takes_a_late_tick_with_a_fresh_frame_and_holds_on_stale():
     tick = loop.on_timer(0.25, inf, "task")  # due 0.2; frame now 250 ms old > 200 ms stale -> hold
     assert tick.kind == "hold" and np.all(tick.action[:6] == 0) and tick.action[6] == -1.0  # gripper kept
     assert loop.stats.holds == 1 and loop.stats.late == 1
+
+
+def test_watchdog_holds_as_the_frame_turns_stale_not_at_the_next_tick():
+    """stale 200 ms, margin 10 ms (the timer's period): a frame at 0 is acted on until it is 190 ms old; the timer sends
+    the hold at 191 ms (the next due tick would be 210 ms), the loop says 'stale' until a fresh frame takes a tick."""
+    loop, pol = PolicyLoop(LoopTiming(period=0.1, tolerance=0.01, stale=0.2, margin=0.01), 0), ChunkPolicy()
+    loop.start(0.0)
+    loop.on_state(STATE, 0.0)
+    inf = SyncInference(pol)
+    assert loop.on_frame(IMG, 0, 0.0, inf, "task").kind == "act"
+    assert loop.on_timer(0.189, inf, "task").kind == "act"  # late tick (due 0.1), frame 189 ms old: still fresh
+    tick = loop.on_timer(0.191, inf, "task")  # 191 ms >= 190 ms: hold at once
+    assert tick.kind == "hold" and loop.state == "stale" and loop.running
+    assert loop.on_timer(0.195, inf, "task") is None  # one hold per turn; the next due tick (0.2 + 0.01) holds again
+    assert loop.on_timer(0.211, inf, "task").kind == "hold"
+    loop.on_state(STATE, 0.295)
+    tick = loop.on_frame(IMG, 295_000_000, 0.295, inf, "task")  # within the tolerance of the tick due at 0.3
+    assert tick.kind == "act" and loop.state == "running" and tick.stamp_ns == 295_000_000
 
 
 def test_freshness_comes_from_the_stamp_not_the_arrival():
@@ -216,79 +231,6 @@ def test_threaded_inference_never_blocks_a_tick():
         assert got == [("act", 0.5, 0.0)] and threads[0] == "policy-inference"
     finally:
         inf.close()
-
-
-class FakeArm(ArmBackend):
-    def __init__(self):
-        self.calls, self.xyz, self.controlled, self.fail_apply = [], np.array([0.5, 0.0, 0.3]), False, False
-
-    def connect(self):
-        self.calls.append("connect")
-
-    def read(self):
-        return ArmReading(self.xyz.copy(), np.array([1.0, 0, 0, 0]), np.zeros(7), np.zeros(2))
-
-    def reference_xyz(self):
-        return self.xyz.copy()
-
-    def start(self):
-        self.calls.append("start")
-        self.controlled = True
-
-    def apply(self, action):
-        if self.fail_apply:
-            raise ConnectionError("reflex")
-        self.calls.append(("apply", np.round(action, 6).tolist()))
-
-    def hold(self):
-        self.calls.append("hold")
-
-    def stop(self):
-        self.calls.append("stop")
-        self.controlled = False
-
-    def close(self):
-        self.calls.append("close")
-
-    @property
-    def in_control(self):
-        return self.controlled
-
-
-LIM = SafetyLimits(workspace_min=(0.3, -0.2, 0.05), workspace_max=(0.7, 0.2, 0.5), max_translation=0.01, max_rotation=0.1)
-
-
-def test_guard_ignores_before_activate_filters_after_and_times_out_to_hold():
-    arm = FakeArm()
-    g = ArmGuard(arm, LIM, command_timeout=0.3)
-    assert g.on_action(np.zeros(7), 0.0) is None and g.stats.ignored == 1 and arm.calls == []
-    assert g.activate(1.0)
-    cmd = g.on_action([0.03, 0.04, 0, 0, 0, 0, 1.0], 1.1)
-    assert arm.calls[-1] == ("apply", [0.006, 0.008, 0.0, 0.0, 0.0, 0.0, 1.0]) and cmd.reasons == ("translation_scaled",)
-    g.on_timer(1.3)  # 0.2 s since the last command: still active
-    assert g.state == "active"
-    g.on_timer(1.45)  # 0.35 s > 0.3 s timeout
-    assert g.state == "holding" and arm.calls[-1] == "hold" and g.stats.timeouts == 1
-    g.on_action([np.nan] * 7, 1.5)  # a rejected action is a hold with the last gripper
-    assert arm.calls[-1] == ("apply", [0.0] * 6 + [1.0]) and g.stats.rejected == 1
-
-
-def test_guard_estop_latches_and_backend_errors_fault_without_raising():
-    arm = FakeArm()
-    g = ArmGuard(arm, LIM, command_timeout=0.3)
-    g.activate(0.0)
-    g.estop()
-    assert g.state == "estopped" and arm.calls[-1] == "stop"
-    assert g.on_action(np.zeros(7), 0.1) is None and not g.activate(0.2)
-    assert g.reset() and g.activate(0.3)
-    arm.fail_apply = True
-    assert g.on_action(np.zeros(7), 0.4) is None  # no exception escapes
-    assert g.state == "fault" and "reflex" in g.stats.errors[-1] and arm.calls[-1] == "stop"
-    arm.fail_apply = False
-    arm.controlled = True
-    assert g.reset() and g.activate(0.5)
-    arm.controlled = False  # the arm left control on its own (a reflex)
-    assert g.on_timer(0.6) is None and g.state == "fault"
 
 
 def test_key_teleop_velocity_and_step():

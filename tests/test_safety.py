@@ -154,3 +154,79 @@ def test_state_rpy_matches_the_twin_convention():
         ref = data_quat_to_rpy(np.array([q[3], q[0], q[1], q[2]]))
         ref[0] = np.remainder(ref[0], 2 * np.pi)
         np.testing.assert_allclose(pose.state_rpy(q), ref, atol=1e-9)
+
+
+# ---- robot_bridge.target: the tracker's commanded target -------------------------------------------------------
+from robot_bridge.target import OutsideWorkspace, TargetLimits, bound_target, clamp_orientation, tracking_exceeded  # noqa: E402
+
+TL = TargetLimits(max_lead=0.03, nominal_rpy=(np.pi, 0.0, 0.0), max_orientation_error=1.0,
+                  max_tracking_error=0.045, max_tracking_rotation=0.35)
+HOME_Q = np.array([1.0, 0.0, 0.0, 0.0])  # Rx(π): the Franka's top-down home orientation
+
+
+def test_target_lead_limited_then_clipped_to_the_box():
+    # measured x 0.68, wanted 0.75: lead 3 cm -> 0.71, then the box face x <= 0.70 -> 0.70
+    t = bound_target([0.75, 0.0, 0.3], HOME_Q, [0.68, 0.0, 0.3], LIM, TL)
+    np.testing.assert_allclose(t.xyz, [0.70, 0.0, 0.3], atol=1e-12)
+    assert t.reasons == ("lead_limited", "box_clipped")
+
+
+def test_lead_limiter_cannot_undo_the_box_clip_for_an_arm_just_outside():
+    # the arm lags 1 cm outside the face x >= 0.3 and the policy pushes on: the lead limiter alone would put the target
+    # at 0.29 - 0.03 = 0.26 (the old ratchet); the box, checked last, puts it on the face
+    t = bound_target([0.20, 0.0, 0.3], HOME_Q, [0.29, 0.0, 0.3], LIM, TL)
+    np.testing.assert_allclose(t.xyz, [0.30, 0.0, 0.3], atol=1e-12)
+
+
+def test_hold_just_outside_the_face_targets_the_face():
+    # a hold at the measured pose 0.9 mm outside y <= 0.2 targets y = 0.2 exactly
+    t = bound_target([0.5, 0.2009, 0.3], HOME_Q, [0.5, 0.2009, 0.3], LIM, TL)
+    np.testing.assert_allclose(t.xyz, [0.5, 0.2, 0.3], atol=1e-12)
+    assert t.reasons == ("box_clipped",)
+
+
+def test_arm_further_outside_than_the_lead_is_refused():
+    # 5 cm below the floor z >= 0.05: no bounded target can bring it back
+    with pytest.raises(OutsideWorkspace, match="50 mm outside"):
+        bound_target([0.5, 0.0, 0.0], HOME_Q, [0.5, 0.0, 0.0], LIM, TL)
+
+
+def test_orientation_clamped_to_the_cone_around_nominal():
+    # target = yaw 1.5 rad (about the base z) from home: R = Rz(1.5) Rx(π); relative to nominal R_nᵀR = Rz(-1.5), 1.5 rad
+    # > 1.0 -> Rx(π) Rz(-1.0) = Rz(1.0) Rx(π): state rpy (π, 0, 1.0)
+    q = pose.matrix_to_quat(pose._rz(1.5) @ pose._rx(np.pi))
+    q2, clamped = clamp_orientation(q, TL.nominal_matrix, TL.max_orientation_error)
+    assert clamped
+    np.testing.assert_allclose(pose.state_rpy(q2), [np.pi, 0.0, 1.0], atol=1e-9)
+    q3, clamped = clamp_orientation(pose.matrix_to_quat(pose._rz(0.5) @ pose._rx(np.pi)), TL.nominal_matrix, 1.0)
+    assert not clamped and abs(pose.state_rpy(q3)[2] - 0.5) < 1e-9
+
+
+def test_a_policy_that_keeps_yawing_and_pushing_never_ratchets():
+    """40 steps of Δyaw 0.1 rad and Δx −2 cm on the commanded target while the arm does not follow at all (measured
+    stays at the start): the target stops at 1.0 rad from nominal and within the lead and the box."""
+    xyz, q, measured = np.array([0.31, 0.0, 0.3]), HOME_Q, np.array([0.31, 0.0, 0.3])
+    for _ in range(40):
+        xyz, q = pose.apply_delta(xyz, q, [-0.02, 0, 0], [0, 0, 0.1])
+        t = bound_target(xyz, q, measured, LIM, TL)
+        xyz, q = t.xyz, t.quat
+    np.testing.assert_allclose(xyz, [0.30, 0.0, 0.3], atol=1e-12)
+    assert abs(pose.angle_between(q, HOME_Q) - 1.0) < 1e-9
+
+
+def test_tracking_error_beyond_the_limits_says_hold():
+    assert tracking_exceeded([0.54, 0, 0.3], HOME_Q, [0.5, 0, 0.3], HOME_Q, TL) == ""  # 40 mm < 45 mm
+    assert "50 mm" in tracking_exceeded([0.55, 0, 0.3], HOME_Q, [0.5, 0, 0.3], HOME_Q, TL)
+    q = pose.matrix_to_quat(pose._rz(0.4) @ pose._rx(np.pi))  # 0.4 rad > 0.35 rad
+    assert "0.40 rad" in tracking_exceeded([0.5, 0, 0.3], q, [0.5, 0, 0.3], HOME_Q, TL)
+
+
+def test_rotation_vector_round_trip_and_half_turn():
+    v = np.array([0.3, -0.2, 0.5])
+    np.testing.assert_allclose(pose.rotation_vector(pose.rotation_matrix(v)), v, atol=1e-12)
+    np.testing.assert_allclose(np.abs(pose.rotation_vector(pose._rx(np.pi))), [np.pi, 0, 0], atol=1e-6)
+
+
+def test_target_limits_validated():
+    with pytest.raises(ValueError, match="max_lead=0"):
+        TargetLimits(max_lead=0.0)

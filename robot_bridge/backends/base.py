@@ -1,7 +1,8 @@
 """The interface the franka node drives; one implementation per kind of arm (franky, twin).
 
 The node guarantees the call order `connect` -> (`start` -> (`apply` | `hold`)* -> `stop`)* -> `close`, calls
-`apply` only with actions that passed `safety.filter_action`, and never calls anything but `read` before `start`.
+`apply` only with actions that passed `safety.filter_action`, and never calls anything but `read` before `start`;
+the one exception is `halt` (the e-stop), which may come at any time from any thread.
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ class ArmBackend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Stop if needed and disconnect."""
+
+    def halt(self) -> None:
+        """E-stop: start bringing the arm to rest at once and return without waiting. Called without the guard's lock,
+        possibly while another thread is inside a backend call, so it must be thread-safe. The default does nothing:
+        an arm that moves only inside `apply` (the twin) stops when commands stop."""
+
+    def status(self) -> dict:
+        """Backend-specific fields for the franka node's status (JSON-serialisable; read without the guard's lock)."""
+        return {}
+
+    def tracking_error(self) -> str:
+        """Why the arm should hold because it does not follow its target ('' if it does; '' for backends without a
+        tracking target)."""
+        return ""
 
     @property
     @abstractmethod

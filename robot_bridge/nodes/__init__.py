@@ -2,23 +2,69 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
+EXIT_TIMEOUT_S = 0.5
+"""After Ctrl-C / SIGTERM: how long callbacks still running may take before the process exits without them."""
+
 
 def run(node_cls, args=None) -> None:
-    """rclpy.init, spin one node until Ctrl-C / SIGTERM, then destroy it (closing any hardware) and shut down.
+    """Check the command line's parameters (`params.check_cli`: -p wins over --params-file, unknown keys are errors),
+    rclpy.init, spin one node (multi-threaded: the franka node's e-stop answers while a command is handled) until
+    Ctrl-C / SIGTERM, then destroy it (closing any hardware) and shut down. A callback that does not return within
+    EXIT_TIMEOUT_S does not keep the process alive: it exits anyway (within about 1 s of the signal). A bad parameter,
+    a missing checkpoint or camera ends the process with one error line.
 
     (rclpy's experimental EventsExecutor was tried: in 7.1.6 the policy node's timer and image callbacks never ran.)
     """
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.parameter import Parameter
 
+    from robot_bridge.params import check_cli
+
+    name = sys.modules[node_cls.__module__].NODE_NAME
+    try:
+        overrides = check_cli(name, list(sys.argv if args is None else args))
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"{name}: {e}")
     rclpy.init(args=args)
     node = None
+    executor = MultiThreadedExecutor(num_threads=4)
+    failed = ""
     try:
-        node = node_cls()
-        rclpy.spin(node)
+        node = node_cls(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ValueError, FileNotFoundError) as e:  # bad parameters, a missing checkpoint or camera: one line, no traceback
+        failed = f"{name}: {e}"
     finally:
+        executor.shutdown(timeout_sec=EXIT_TIMEOUT_S)
+        clean = callbacks_done(executor, EXIT_TIMEOUT_S)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if failed:
+        sys.exit(failed)
+    if not clean:  # a callback is stuck (in a driver call): its thread would keep the interpreter from exiting
+        logging.getLogger(__name__).error("a callback did not return in %.1f s after shutdown; exiting", EXIT_TIMEOUT_S)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def callbacks_done(executor, timeout: float) -> bool:
+    """Wait up to `timeout` s for the callbacks the executor's threads still run (rclpy 7.1.6's `shutdown` does not
+    wait for them, and Python joins those threads at exit)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pending = [f for f in getattr(executor, "_futures", []) if not f.done()]
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+        pending = [f for f in pending if not f.done()]
+    return not pending

@@ -22,7 +22,8 @@ NODE_NAME = "camera"
 def open_capture(device: str) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(int(device)) if device.isdigit() else cv2.VideoCapture(device)
     if not cap.isOpened():
-        raise RuntimeError(f"camera.device={device!r}: OpenCV cannot open it")
+        raise ValueError(f"camera.device={device!r}: OpenCV cannot open it; no camera here? replay a video file "
+                         f"instead: +params.camera.device=/path/to/video.mp4 (deploy) or -p device:=/path/to/video.mp4")
     return cap
 
 

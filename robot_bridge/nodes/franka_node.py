@@ -6,6 +6,9 @@ Publishes   /franka/joint_states, /franka/ee_pose       at state_rate_hz (from c
             /franka/status                               JSON: guard state, counters and (while moving) the position the
                                                          next delta moves from, on every change
 Services    /franka/estop, /franka/reset (std_srvs/Trigger); lifecycle: /franka/change_state, /franka/get_state
+            The e-stop takes no lock and has its own callback group: it answers and halts the arm while another
+            callback is busy (run the node with a multi-threaded executor, as `nodes.run` and deploy do). After it,
+            `reset` leaves the arm and the lifecycle inactive: `activate` re-arms.
 A twin backend is also the camera of its simulated world: each new frame (episode start, every env step) is published
 on /camera/image_raw with the reading it was taken with on /franka/ee_pose + /franka/joint_states (one stamp, the
 state first) and the env's instruction on /task (latched); until a command answers it, the state timer publishes the
@@ -18,6 +21,7 @@ from __future__ import annotations
 import time
 
 import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -28,16 +32,8 @@ from robot_bridge.nodes import run
 from robot_bridge.arm_guard import ArmGuard
 from robot_bridge.backends import make_backend
 from robot_bridge.params import FrankaParams, declare
-from robot_bridge.safety import SafetyLimits
 
 NODE_NAME = "franka"
-
-
-def limits_from(p: FrankaParams) -> SafetyLimits:
-    return SafetyLimits(
-        workspace_min=tuple(p.workspace_min), workspace_max=tuple(p.workspace_max),
-        max_translation=p.max_translation, max_rotation=p.max_rotation,
-    )
 
 
 class FrankaNode(LifecycleNode):
@@ -56,9 +52,11 @@ class FrankaNode(LifecycleNode):
         if self.p.backend == "twin":
             self.image_pub = self.create_publisher(Image, topics.IMAGE, 2)
             self.task_pub = self.create_publisher(String, topics.TASK, messages.STATUS_QOS)
-        self.create_subscription(JointState, topics.ACTION, self._on_action, 10)
-        self.create_service(Trigger, "~/estop", self._on_estop)
-        self.create_service(Trigger, "~/reset", self._on_reset)
+        # the e-stop has a callback group of its own: it answers while a command or the timer is being handled
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(JointState, topics.ACTION, self._on_action, 10, callback_group=self._control_group)
+        self.create_service(Trigger, "~/estop", self._on_estop, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._control_group)
         if self.p.autostart:
             self.trigger_configure()
             self.trigger_activate()
@@ -71,8 +69,8 @@ class FrankaNode(LifecycleNode):
         except Exception as e:  # noqa: BLE001
             self.get_logger().error(f"configure: cannot connect the {self.p.backend} backend: {e}")
             return TransitionCallbackReturn.FAILURE
-        self.guard = ArmGuard(backend, limits_from(self.p), self.p.command_timeout_ms / 1000.0)
-        self._timer = self.create_timer(1.0 / self.p.state_rate_hz, self._on_timer)
+        self.guard = ArmGuard(backend, self.p.safety_limits(), self.p.command_timeout_ms / 1000.0)
+        self._timer = self.create_timer(1.0 / self.p.state_rate_hz, self._on_timer, callback_group=self._control_group)
         if self._twin is not None:
             self._publish_reading(self._twin.read(), self.get_clock().now().nanoseconds)
         self._publish_status()
@@ -110,7 +108,7 @@ class FrankaNode(LifecycleNode):
             self._timer = None
         if self.guard is not None:
             try:
-                self.guard.close()
+                self.guard.close_bounded()
             except Exception as e:  # noqa: BLE001
                 self.get_logger().error(f"closing the backend failed: {e}")
 
@@ -175,6 +173,7 @@ class FrankaNode(LifecycleNode):
         self.image_pub.publish(messages.image_to_msg(frame.image, now, "camera"))
 
     def _on_estop(self, request, response):
+        """Takes no lock (see arm_guard.py): answers, and the arm is halting, whatever the other callbacks do."""
         if self.guard is not None:
             self.guard.estop()
         self._publish_status()
@@ -182,12 +181,14 @@ class FrankaNode(LifecycleNode):
         return response
 
     def _on_reset(self, request, response):
+        """estopped/fault -> inactive; the lifecycle goes to inactive too, so that `activate` re-arms the arm."""
         ok = self.guard is not None and self.guard.reset()
         if ok and self.lifecycle_state == "active":
-            ok = self.guard.activate(time.monotonic())
+            self.trigger_deactivate()
         self._publish_status()
         response.success = bool(ok)
-        response.message = f"state {self.guard.state if self.guard else 'unconfigured'}"
+        response.message = (f"arm {self.guard.state if self.guard else 'unconfigured'}, lifecycle {self.lifecycle_state}"
+                            + ("; activate to move again" if ok else ""))
         return response
 
     def _publish_status(self) -> None:
@@ -196,7 +197,9 @@ class FrankaNode(LifecycleNode):
         if g is not None:
             s = g.stats
             fields |= {"applied": s.applied, "rejected": s.rejected, "modified": s.modified, "ignored": s.ignored,
-                       "timeouts": s.timeouts, "errors": s.errors[-3:], "last_reasons": list(g.last_reasons)}
+                       "timeouts": s.timeouts, "tracking_holds": s.tracking_holds, "hold_reason": g.hold_reason,
+                       "errors": s.errors[-3:], "last_reasons": list(g.last_reasons)}
+            fields |= g.backend.status()
             if g.state in ("active", "holding"):  # the commanded target (franky) or measured pose (twin) deltas move
                 try:
                     fields["target"] = [round(float(v), 5) for v in g.backend.reference_xyz()]

@@ -18,6 +18,7 @@ camera node and the recorder do.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import sys
 import threading
@@ -42,6 +43,8 @@ from robot_bridge.policy_loop import LoopTiming, PolicyLoop, Tick
 NODE_NAME = "policy"
 PACES = ("clock", "frames")
 GIL_SWITCH_S = 0.001
+MIN_TIMER_S = 0.005
+ARM_STOPPED = ("estopped", "fault")
 
 
 def load_checkpoint(loader: str, path: str, spec: FeatureSpec):
@@ -80,12 +83,15 @@ class PolicyNode(Node):
                              "waits for each command, so there is nothing to compute ahead")
         # frames: period 0 and infinite tolerance make every frame take a tick and the timer none
         period, tolerance = (0.0, math.inf) if self.frame_paced else (1.0 / self.spec.fps, self.p.tick_tolerance_ms / 1000.0)
-        self.loop = PolicyLoop(LoopTiming(period=period, tolerance=tolerance, stale=self.p.stale_obs_ms / 1000.0),
-                               self.p.n_action_steps, self.p.prefetch_ticks)
+        watchdog = 0.0 if self.frame_paced else max(tolerance, MIN_TIMER_S)  # the timer's period (the watchdog's margin)
+        self.loop = PolicyLoop(LoopTiming(period=period, tolerance=tolerance, stale=self.p.stale_obs_ms / 1000.0,
+                                          margin=watchdog), self.p.n_action_steps, self.p.prefetch_ticks)
+        self.stop_reason = ""  # why the loop stopped on its own (the arm e-stopped or faulted)
         self._pending: tuple[np.ndarray, int] | None = None  # frames: the frame no tick has taken yet
         self._state_ns = 0
         self._ticked_ns = 0  # frames: stamp of the last frame that took a tick (a frame published again is skipped)
         self._lock = threading.Lock()  # the loop is driven from the image callback and the timer
+        self._logged_stale = False
         self.policy = None
         self.act = None
         self.infer: SyncInference | ThreadedInference | None = None
@@ -99,11 +105,12 @@ class PolicyNode(Node):
         self.create_subscription(PoseStamped, topics.EE_POSE, self._on_pose, 10)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 10)
         self.create_subscription(String, topics.TASK, self._on_task, 10)
+        self.create_subscription(String, topics.FRANKA_STATUS, self._on_arm_status, messages.STATUS_QOS)
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/reload", self._on_reload)
         if not self.frame_paced:
-            self.create_timer(max(self.loop.timing.tolerance, 0.005), self._on_timer)  # late ticks: within 2 x tolerance
+            self.create_timer(watchdog, self._on_timer)  # late ticks within 2 x tolerance; the stale watchdog
         if self.p.autostart:
             self._start()
         self._publish_status()
@@ -140,6 +147,7 @@ class PolicyNode(Node):
             return False, "no checkpoint loaded"
         if not self.task:
             return False, "no task instruction (parameter 'task' or topic /task)"
+        self.stop_reason = ""
         with self._lock:
             self.loop.start(self._now())
             tick = self._frame_tick()
@@ -170,7 +178,7 @@ class PolicyNode(Node):
 
     def _frame_tick(self) -> Tick | None:
         """pace=frames (under the lock): the pending frame's tick, once running and its state has arrived."""
-        if self._pending is None or self.loop.state != "running" or self._state_ns < self._pending[1]:
+        if self._pending is None or not self.loop.running or self._state_ns < self._pending[1]:
             return None
         (image, stamp), self._pending = self._pending, None
         self._ticked_ns = stamp
@@ -207,11 +215,28 @@ class PolicyNode(Node):
     def _on_task(self, msg: String) -> None:
         self.task = msg.data
 
+    def _on_arm_status(self, msg: String) -> None:
+        """The arm e-stopped or faulted: the policy stops too (start it again once the arm is re-armed)."""
+        try:
+            arm = json.loads(msg.data).get("state", "")
+        except (ValueError, AttributeError):
+            return
+        if arm not in ARM_STOPPED:
+            return
+        with self._lock:
+            if not self.loop.running:
+                return
+            self.loop.stop()
+        self.stop_reason = f"arm {arm}"
+        self.get_logger().warning(f"arm {arm}: policy stopped; call /policy/start once the arm is active again")
+        self._publish_status()
+
     def _emit(self, tick: Tick | None) -> None:
         if tick is None:
             return
         if tick.kind == "fault":
             self.get_logger().error(f"policy failed, stopping: {tick.error}")
+        self._log_stale(tick)
         self.action_pub.publish(messages.action_to_msg(tick.action, tick.stamp_ns))
         self._publish_status()
 
@@ -240,11 +265,24 @@ class PolicyNode(Node):
         self._publish_status()
         return response
 
+    def _log_stale(self, tick: Tick) -> None:
+        """One log line when the loop starts holding on stale observations, one when it acts again."""
+        stale = self.loop.state == "stale"
+        if stale == self._logged_stale:
+            return
+        self._logged_stale = stale
+        if stale:
+            age = (self._now() - self.loop.image_stamp_ns * 1e-9) * 1000.0
+            self.get_logger().warning(f"observation stale (image {age:.0f} ms old, stale_obs_ms {self.p.stale_obs_ms:.0f}):"
+                                      " holding the arm until fresh frames arrive")
+        else:
+            self.get_logger().info("observations fresh again: acting")
+
     def _publish_status(self) -> None:
         s = self.loop.stats
         self.status.publish(state=self.loop.state, acts=s.acts, holds=s.holds, waits=s.waits, late=s.late,
-                                  inferences=s.inferences, chunk_age_ms=round(s.chunk_age_ms, 1),
-                                  faults=s.faults[-3:], loaded=self.act is not None)
+                            inferences=s.inferences, chunk_age_ms=round(s.chunk_age_ms, 1),
+                            faults=s.faults[-3:], loaded=self.act is not None, stop_reason=self.stop_reason)
 
 
 def main(args=None) -> None:

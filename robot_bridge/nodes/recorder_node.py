@@ -41,6 +41,7 @@ class RecorderNode(Node):
         self.writer = DatasetWriter(Path(self.p.dataset_root), self.spec, commit_every=1, use_video=self.p.use_video)
         self.recording = False
         self.saved = 0
+        self._skipped_at_start = 0  # FrameSync.skipped when the episode started (the loss is reported per episode)
         self._lock = threading.Lock()
         self._pose: PoseStamped | None = None
         self._joints: JointState | None = None
@@ -129,6 +130,7 @@ class RecorderNode(Node):
                 response.success, response.message = False, "no task instruction (parameter 'task' or topic /task)"
             else:
                 self.writer.discard_episode()
+                self._skipped_at_start = self.sync.skipped
                 self.recording = True
                 self._start_episode = self._twin_episode["index"] if self._twin_episode else None
                 response.success, response.message = True, "recording"
@@ -139,13 +141,17 @@ class RecorderNode(Node):
         with self._lock:
             self.recording = False
             n = self.writer.num_frames_buffered
+            lost = self.sync.skipped - self._skipped_at_start
+            dropped = (f"; {lost} of {n + lost} applied actions dropped (watchdog holds, or no image/state within "
+                       f"max_sync_skew_ms)" if lost else "")
             if n == 0:
-                response.success, response.message = False, "no frames recorded; nothing saved"
+                response.success, response.message = False, f"no frames recorded; nothing saved{dropped}"
             else:
                 index = self.writer.save_episode(Provenance(self.p.domain, self.p.source, self._seed()))
                 self.saved += 1
-                response.success, response.message = True, f"saved episode {index} ({n} frames) to {self.writer.root}"
-        self.get_logger().info(response.message)
+                response.success = True
+                response.message = f"saved episode {index} ({n} frames){dropped} to {self.writer.root}"
+        (self.get_logger().warning if dropped else self.get_logger().info)(response.message)
         self._publish_status()
         return response
 
