@@ -75,7 +75,7 @@ def scene_sample(env, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     from cotrain.data.spec import IMAGE_KEY
 
     obs, _ = env.reset(seed=seed)
-    return obs[IMAGE_KEY][0].cpu(), env.scene_labels()[0].float().cpu()  # the GPU machine keeps both on cuda
+    return obs[IMAGE_KEY][0].cpu(), env.scene_labels()[0].float().cpu()  # with GPU rendering both come back on cuda
 
 
 def _pool_sample(env, state, seed):
