@@ -186,22 +186,30 @@ def test_policy_yaml_files_build(name):
 def test_default_policy_size_and_cpu_latency():
     """The default small VLA stays small (1.40 M token head, 1.42 M flow head; docs quote 1.4–1.5 M) and its
     batch-1 sample() fits the robot's 10 Hz control period on a CPU: the bridge computes the next chunk within one
-    100 ms tick (prefetch_ticks 1). Asserted on the fastest of 20 calls (measured 13–24 ms on a loaded 2-core CPU,
-    ~16 ms idle): the median depends on what else the machine runs (printed, not asserted)."""
+    100 ms tick (prefetch_ticks 1; the bridge runs torch with 1 thread). Asserted on the CPU time of the cheapest
+    of 20 calls with 1 torch thread (~16 ms of wall time on an idle core), which waiting for a busy core does not
+    inflate; wall times are printed, not asserted (on a loaded 2-core machine their median reached seconds)."""
     spec = FeatureSpec()
     batch = synthetic_batch(n=1, spec=spec)
-    for cfg in (SmallVLAConfig(), SmallVLAConfig(head=TokenHeadConfig())):
-        policy = make_policy(cfg, spec, stats_of(synthetic_batch(n=4, spec=spec)))
-        obs = obs_of(batch)
-        for _ in range(3):
-            policy.sample(obs, explore=False)
-        times = []
-        for _ in range(20):
-            t0 = time.perf_counter()
-            policy.sample(obs, explore=True)
-            times.append(time.perf_counter() - t0)
-        n_params = sum(p.numel() for p in policy.parameters())
-        print(f"{type(cfg.head).__name__}: {n_params / 1e6:.2f} M parameters, sample() at batch 1 on CPU "
-              f"({torch.get_num_threads()} threads): median {sorted(times)[10] * 1e3:.1f} ms, min {min(times) * 1e3:.1f} ms")
-        assert 1.3e6 < n_params < 1.6e6
-        assert min(times) < 0.1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for cfg in (SmallVLAConfig(), SmallVLAConfig(head=TokenHeadConfig())):
+            policy = make_policy(cfg, spec, stats_of(synthetic_batch(n=4, spec=spec)))
+            obs = obs_of(batch)
+            for _ in range(3):
+                policy.sample(obs, explore=False)
+            wall, cpu = [], []
+            for _ in range(20):
+                t0, c0 = time.perf_counter(), time.process_time()
+                policy.sample(obs, explore=True)
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            n_params = sum(p.numel() for p in policy.parameters())
+            print(f"{type(cfg.head).__name__}: {n_params / 1e6:.2f} M parameters, sample() at batch 1 on CPU "
+                  f"(1 thread): wall median {sorted(wall)[10] * 1e3:.1f} ms, min {min(wall) * 1e3:.1f} ms; "
+                  f"CPU time min {min(cpu) * 1e3:.1f} ms")
+            assert 1.3e6 < n_params < 1.6e6
+            assert min(cpu) < 0.1
+    finally:
+        torch.set_num_threads(threads)
