@@ -11,11 +11,14 @@ from __future__ import annotations
 import csv
 import math
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cotrain.runtime import atomic_path
+
+_YLABEL_CHARS = 40  # characters per y-label line that fit beside a 4-inch-high axis at 10 pt
 
 
 @dataclass
@@ -87,14 +90,15 @@ class MetricsLogger:
             plt.close(fig)
             return None
         ax.set_xlabel(x_key)
-        ax.set_ylabel(ylabel or (keys[0] if len(keys) == 1 else "value"))
+        # wrapped to the axis height: tight_layout makes room beside the axis, never along it
+        ax.set_ylabel(textwrap.fill(ylabel or (keys[0] if len(keys) == 1 else "value"), width=_YLABEL_CHARS))
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
         path = self.out_dir / f"{name or keys[0].replace('/', '_')}.png"
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         return path
 

@@ -6,7 +6,7 @@
     python -m cotrain.stage1 ... init_weights=runs/encoder/image_encoder.safetensors
 
 Why: from 100 demos the Stage I policy learns its 100 scenes, not where things are in a new one (grasp point
-1.7–1.9 cm off on fresh scenes, 0.7–0.8 cm on its own; README "Measured so far"). Scenes cost one render in the twin,
+1.7–1.9 cm off on fresh scenes, 0.7–0.8 cm on its own; docs/results.md). Scenes cost one render in the twin,
 so the encoder learns localisation from thousands of them; Stage I then starts from it (sim success on 100 fresh
 seeds 68–71 % → 84 %, 79 % over 200; H100). Only the sim domain is used: a real lab has no poses for its real scenes.
 
@@ -76,7 +76,7 @@ def scene_sample(env, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     from cotrain.data.spec import IMAGE_KEY
 
     obs, _ = env.reset(seed=seed)
-    return obs[IMAGE_KEY][0].cpu(), env.scene_labels()[0].float().cpu()  # the GPU machine keeps both on cuda
+    return obs[IMAGE_KEY][0].cpu(), env.scene_labels()[0].float().cpu()  # with GPU rendering both come back on cuda
 
 
 def _pool_sample(env, state, seed):

@@ -271,7 +271,7 @@ def test_expert_success_rate(state_env, task, domain):
     seeds = range(int(os.environ["COTRAIN_EXPERT_SEEDS"]))
     rate = np.mean([run_expert_episode(env, expert, s).success for s in seeds])
     print(f"expert success {task}/{domain}: {rate:.0%} over {len(seeds)} seeds")
-    assert rate >= 0.9
+    assert rate >= 0.98  # docs/results.md: 98-100 % over 50 seeds in every task and domain
 
 
 # ----------------------------------------------------------------------------- chunked stepping

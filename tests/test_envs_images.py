@@ -65,6 +65,7 @@ def test_expert_demo_frames_carry_images(rgb_envs):
     assert episode.success
     images = np.stack([f["image"] for f in episode.frames])
     assert images.shape == (len(episode.frames), 128, 128, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[0], image(env, 1))  # the first frame is what reset(seed=1) shows
     assert not np.array_equal(images[0], images[-1])
 
 
@@ -81,6 +82,7 @@ def test_scene_sample_is_the_first_frame_and_the_poses_of_that_scene(rgb_envs):
 
 def test_pretrain_encoder_end_to_end_writes_weights_the_policy_loads(tmp_path, rgb_envs):
     import torch
+    from safetensors.torch import load_file
 
     from cotrain.config import compose, to_object
     from cotrain.data.spec import FeatureSpec
@@ -98,4 +100,9 @@ def test_pretrain_encoder_end_to_end_writes_weights_the_policy_loads(tmp_path, r
     stats = {k: {n: torch.zeros(d) if n in ("mean", "min") else torch.ones(d) for n in ("mean", "std", "min", "max")}
              for k, d in (("observation.state", spec.state_dim), ("action", spec.action_dim))}
     policy = make_policy(policy_config_from_dict(dict(cfg.policy)), spec, stats)
-    assert load_partial_weights(policy, tmp_path / "enc" / "image_encoder.safetensors") > 0
+    weights = load_file(str(tmp_path / "enc" / "image_encoder.safetensors"))
+    assert weights and all(name.startswith("image_encoder.") for name in weights)
+    assert load_partial_weights(policy, tmp_path / "enc" / "image_encoder.safetensors") == len(weights)
+    state = policy.state_dict()
+    for name, tensor in weights.items():  # every saved tensor is now the policy's, bit for bit
+        assert torch.equal(state[name], tensor), name

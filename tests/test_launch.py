@@ -102,7 +102,9 @@ def test_launch_file_and_deploy_describe_the_same_nodes(stub_launch, profile, la
 
 
 def test_twin_profile_has_no_camera_node():
-    assert [s.name for s in node_specs("deploy_policy", "twin")] == ["franka", "policy", "recorder"]
+    """The twin is its own camera: the deploy profile's nodes (PROFILES, the one list) without the camera node."""
+    assert "camera" in PROFILES["deploy_policy"]
+    assert [s.name for s in node_specs("deploy_policy", "twin")] == [n for n in PROFILES["deploy_policy"] if n != "camera"]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)

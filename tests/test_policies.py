@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -183,20 +182,11 @@ def test_policy_yaml_files_build(name):
     assert cfg.chunk_size == 4
 
 
-def test_default_policy_size_and_cpu_latency():
-    """Measured, not asserted (the CI machine's load varies): parameters and batch-1 CPU latency of sample()."""
+def test_default_policy_size():
+    """The default small VLA stays small (1.40 M token head, 1.42 M flow head; docs quote 1.4–1.5 M). Its batch-1
+    latency on the bridge's CPU is a benchmark (`benchmarks/bridge_latency.py`), not a timed test."""
     spec = FeatureSpec()
-    batch = synthetic_batch(n=1, spec=spec)
     for cfg in (SmallVLAConfig(), SmallVLAConfig(head=TokenHeadConfig())):
         policy = make_policy(cfg, spec, stats_of(synthetic_batch(n=4, spec=spec)))
-        obs = obs_of(batch)
-        for _ in range(3):
-            policy.sample(obs, explore=False)
-        times = []
-        for _ in range(20):
-            t0 = time.perf_counter()
-            policy.sample(obs, explore=True)
-            times.append(time.perf_counter() - t0)
         n_params = sum(p.numel() for p in policy.parameters())
-        print(f"{type(cfg.head).__name__}: {n_params / 1e6:.2f} M parameters, sample() at batch 1 on CPU "
-              f"({torch.get_num_threads()} threads): median {sorted(times)[10] * 1e3:.1f} ms, min {min(times) * 1e3:.1f} ms")
+        assert 1.3e6 < n_params < 1.6e6

@@ -45,3 +45,26 @@ stats_of = batch_stats  # per-dimension mean/std/min/max of the batch's states a
 
 def obs_of(batch: dict) -> dict:
     return {k: batch[k] for k in (IMAGE_KEY, STATE_KEY, TASK_KEY)}
+
+
+
+def gradient_and_finite_difference(policy, batch: dict, param: torch.nn.Parameter, h: float = 1e-3, seed: int = 0):
+    """(‖g‖, the central finite difference of the SFT loss along g/‖g‖) for the gradient g that backward() leaves on
+    `param`, with the same random draws (noise, flow times, augmentation) in every evaluation. When `param` is wired
+    into the loss and its gradient is the true derivative, the two agree: (L(θ + h·u) − L(θ − h·u)) / 2h = g·u = ‖g‖
+    up to O(h²)."""
+    def loss() -> torch.Tensor:
+        torch.manual_seed(seed)
+        return policy.sft_loss(batch)
+
+    policy.zero_grad()
+    loss().backward()
+    g = param.grad.detach().clone()
+    u = g / g.norm()
+    with torch.no_grad():
+        param += h * u
+        up = loss().item()
+        param -= 2 * h * u
+        down = loss().item()
+        param += h * u
+    return g.norm().item(), (up - down) / (2 * h)

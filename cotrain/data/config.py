@@ -14,7 +14,7 @@ class DataConfig:
     alpha: float = 0.5
     """Real fraction of every batch (exact per batch when alpha·batch_size is an integer)."""
     batch_size: int = 128
-    """Samples per SFT batch (128: the measured Stage I recipe, README)."""
+    """Samples per SFT batch (128: the measured Stage I recipe, docs/results.md)."""
     seed: int = 0
     """Seed of the batch order; batches are a pure function of (seed, step)."""
 
