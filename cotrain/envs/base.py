@@ -20,7 +20,8 @@ from mani_skill.utils.structs.types import SimConfig
 
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY
 from cotrain.envs.config import TaskConfig
-from cotrain.envs.robot import CONTROL_MODE, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action, ee_state
+from cotrain.envs.robot import (CONTROL_MODE, MANISKILL_ROBOT_UID, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action,
+                                ee_state)
 from cotrain.envs.scene import build_table
 
 CAMERA_NAME = "main"
@@ -43,7 +44,7 @@ OBS_MODES = {"state": "state_dict", "rgb": "rgb"}
 
 
 class TwinTaskEnv(BaseEnv):
-    SUPPORTED_ROBOTS = [ROBOT_UID]
+    SUPPORTED_ROBOTS = [ROBOT_UID, MANISKILL_ROBOT_UID]
     SUPPORTED_OBS_MODES = ("state_dict", "rgb")
     SUPPORTED_REWARD_MODES = ("sparse", "normalized_dense", "dense", "none")
     DENSE_REWARD_MAX: float
@@ -53,9 +54,11 @@ class TwinTaskEnv(BaseEnv):
 
     def __init__(self, task_cfg: TaskConfig, domain: str = "sim", variation: str = "train",
                  obs_mode: Literal["state", "rgb"] = "rgb", num_envs: int = 1, sim_backend: str = "physx_cpu",
-                 render_backend: str = "auto"):
+                 render_backend: str = "auto", robot_uid: str = ROBOT_UID):
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {list(OBS_MODES)}, got {obs_mode!r}")
+        if robot_uid not in self.SUPPORTED_ROBOTS:
+            raise ValueError(f"robot_uid must be one of {self.SUPPORTED_ROBOTS}, got {robot_uid!r}")
         self.task_cfg = task_cfg
         self.domain_name = domain
         self.domain = task_cfg.domain(domain)
@@ -69,7 +72,7 @@ class TwinTaskEnv(BaseEnv):
             obs_mode=OBS_MODES[obs_mode],
             reward_mode=REWARD_MODES[task_cfg.reward],
             control_mode=CONTROL_MODE,
-            robot_uids=ROBOT_UID,
+            robot_uids=robot_uid,
             sim_backend=sim_backend,
             render_backend=render_backend,
         )

@@ -21,12 +21,17 @@ from mani_skill.agents.registration import register_agent
 from mani_skill.agents.robots.panda.panda import Panda
 from mani_skill.utils.geometry.rotation_conversions import matrix_to_euler_angles, quaternion_to_matrix
 
+from cotrain.envs.controller import NativeEEPoseControllerConfig
+
 POS_LIMIT = 0.1
 """Largest |Δx|, |Δy|, |Δz| per control step (m)."""
 ROT_LIMIT = 0.3
 """Largest |Δroll|, |Δpitch|, |Δyaw| per control step (rad)."""
 CONTROL_MODE = "pd_ee_delta_pose"
 ROBOT_UID = "panda_cotrain"
+"""The Panda whose CPU (batch-1) path runs natively (`CotrainPanda`); the default."""
+MANISKILL_ROBOT_UID = "panda_cotrain_maniskill"
+"""The same Panda with ManiSkill's torch controller and maths (`ManiSkillCotrainPanda`): the reference."""
 ROBOT_BASE_XYZ = (-0.615, 0.0, 0.0)
 """Where the robot base stands in the world frame (the table top is z = 0)."""
 REST_QPOS = (0.0, math.pi / 8, 0.0, -math.pi * 5 / 8, 0.0, math.pi * 3 / 4, math.pi / 4, 0.04, 0.04)
@@ -34,14 +39,16 @@ REST_QPOS = (0.0, math.pi / 8, 0.0, -math.pi * 5 / 8, 0.0, math.pi * 3 / 4, math
 
 
 @register_agent()
-class CotrainPanda(Panda):
-    """Panda with one controller: metric (unnormalised) Δ end-effector pose + the usual mimic gripper."""
+class ManiSkillCotrainPanda(Panda):
+    """Panda with one controller: metric (unnormalised) Δ end-effector pose + the usual mimic gripper, all maths in
+    ManiSkill's batched torch code (the reference; what `physx_cuda` runs)."""
 
-    uid = ROBOT_UID
+    uid = MANISKILL_ROBOT_UID
+    ARM_CONTROLLER: type[PDEEPoseControllerConfig] = PDEEPoseControllerConfig
 
     @property
     def _controller_configs(self):
-        arm = PDEEPoseControllerConfig(
+        arm = self.ARM_CONTROLLER(
             joint_names=self.arm_joint_names,
             pos_lower=-POS_LIMIT,
             pos_upper=POS_LIMIT,
@@ -56,6 +63,15 @@ class CotrainPanda(Panda):
         )
         gripper = deepcopy(super()._controller_configs["pd_ee_delta_pose"]["gripper"])
         return {CONTROL_MODE: dict(arm=arm, gripper=gripper)}
+
+
+@register_agent()
+class CotrainPanda(ManiSkillCotrainPanda):
+    """The same robot and controller whose CPU path (one env, physx_cpu) runs natively: IK in SAPIEN's C++
+    pinocchio, pose maths on `sapien.Pose` (`cotrain.envs.controller`). Batched (physx_cuda) it is the reference."""
+
+    uid = ROBOT_UID
+    ARM_CONTROLLER = NativeEEPoseControllerConfig
 
 
 def clip_action(action: torch.Tensor) -> torch.Tensor:
