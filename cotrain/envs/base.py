@@ -20,8 +20,7 @@ from mani_skill.utils.structs.types import SimConfig
 
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY
 from cotrain.envs.config import TaskConfig
-from cotrain.envs.robot import (CONTROL_MODE, MANISKILL_ROBOT_UID, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action,
-                                ee_state)
+from cotrain.envs.robot import CONTROL_MODE, MANISKILL_ROBOT_UID, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action
 from cotrain.envs.scene import build_table
 
 CAMERA_NAME = "main"
@@ -131,7 +130,7 @@ class TwinTaskEnv(BaseEnv):
     # ----------------------------------------------------------------- observation
     def get_obs(self, info: dict | None = None, unflattened: bool = False):
         """The cotrain observation (without the task string; see `instructions`): state [N, 8], image [N, H, W, 3]."""
-        obs = {STATE_KEY: ee_state(self.agent)}
+        obs = {STATE_KEY: self.agent.ee_state()}
         if self.obs_mode == "rgb":
             obs[IMAGE_KEY] = self._get_obs_sensor_data()[CAMERA_NAME]["rgb"]
         return obs
@@ -209,6 +208,5 @@ class TwinTaskEnv(BaseEnv):
 
     def fingers_touch(self, obj) -> torch.Tensor:
         """Whether either finger touches `obj` (an actor or link) [N]."""
-        forces = [self.scene.get_pairwise_contact_forces(link, obj) for link in
-                  (self.agent.finger1_link, self.agent.finger2_link)]
+        forces = self.agent.finger_contact_forces(obj)
         return (torch.linalg.norm(forces[0], dim=1) > 1e-3) | (torch.linalg.norm(forces[1], dim=1) > 1e-3)
