@@ -14,7 +14,7 @@ the controller (`agent.set_action`), the physics substeps (`scene.step`), the ob
 `evaluate` (`get_info`) and the reward.
 
 `--workers`: N worker processes (`make_env`, physx_cpu) per robot: per-step rendering vs chunk-aware rendering
-(camera only after the last step of each chunk), and state only. Prints markdown tables.
+(camera only after the last step of each chunk); `--state` adds state-only stepping. Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -141,12 +141,14 @@ def worker_tables(args, cfg, rng: np.random.Generator) -> list[str]:
                             f"{chunked / per_step:.2f}x |")
                 print(rows[-1], flush=True)
             venv.close()
-            venv = make_env(cfg, args.domain, obs_mode="state", num_envs=workers, seed=0, robot_uid=uid)
-            venv.reset()
-            state_rows.append(f"| {name} | {workers} | {measure(venv, max(args.chunk), False, args.duration, rng):.0f} |")
-            print(state_rows[-1], flush=True)
-            venv.close()
-    return [*rows, "", *state_rows]
+            if args.state:
+                venv = make_env(cfg, args.domain, obs_mode="state", num_envs=workers, seed=0, robot_uid=uid)
+                venv.reset()
+                rate = measure(venv, max(args.chunk), False, args.duration, rng)
+                state_rows.append(f"| {name} | {workers} | {rate:.0f} |")
+                print(state_rows[-1], flush=True)
+                venv.close()
+    return [*rows, *(["", *state_rows] if args.state else [])]
 
 
 def main() -> None:
@@ -160,6 +162,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="*", default=[],
                         help="also measure N worker processes with rendering (e.g. 1 8 16), first task only")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per worker measurement")
+    parser.add_argument("--state", action="store_true", help="with --workers: also state-only (no rendering) stepping")
     args = parser.parse_args()
     if min(args.chunk) < 1 or args.steps < 1 or args.repeats < 1:
         parser.error("--chunk, --steps and --repeats must be >= 1")
