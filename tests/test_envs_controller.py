@@ -10,6 +10,7 @@ import pytest
 import sapien
 import torch
 
+from cotrain.data.spec import STATE_KEY
 from cotrain.envs import load_task_config, make_expert, make_task_env
 from cotrain.envs.controller import delta_target, euler_xyz_to_quat
 from cotrain.envs.robot import MANISKILL_ROBOT_UID, ROBOT_UID, ManiSkillCotrainPanda, angle_between, tcp_state
@@ -72,7 +73,8 @@ def test_native_path_follows_the_reference_tcp_trajectory(task):
             obs_new, reward_new, *_, info_new = new.step(action)
             worst = max(worst, float(torch.linalg.norm(ref.tcp_pos - new.tcp_pos)))
             # the same maths on the same env: native state vs ManiSkill's, predicates alike
-            state_worst = max(state_worst, float((ManiSkillCotrainPanda.ee_state(new.agent) - obs_new["observation.state"]).abs().max()))
+            reference_state = ManiSkillCotrainPanda.ee_state(new.agent)
+            state_worst = max(state_worst, float((reference_state - obs_new[STATE_KEY]).abs().max()))
             assert info_ref["success"].tolist() == info_new["success"].tolist()
             assert info_ref["milestone"].tolist() == info_new["milestone"].tolist()
             torch.testing.assert_close(reward_new, reward_ref)

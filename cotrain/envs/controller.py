@@ -64,7 +64,8 @@ class NativeEEPoseController(PDEEPoseController):
         with open(cfg.urdf_path) as f:
             self.pinocchio = PinocchioModel(f.read(), np.array([0.0, 0.0, -9.81]))
         art = self.articulation
-        self.pinocchio.set_joint_order([j.name for j in art.active_joints if j.name in kin._kinematic_chain_joint_names])
+        chain_joints = kin._kinematic_chain_joint_names
+        self.pinocchio.set_joint_order([j.name for j in art.active_joints if j.name in chain_joints])
         self.pinocchio.set_link_order([lk.name for lk in art.links if lk.name in kin._kinematic_chain_link_names])
         self._px_articulation = art._objs[0]
         self._px_root = self.root_link._objs[0]
