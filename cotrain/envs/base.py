@@ -20,7 +20,7 @@ from mani_skill.utils.structs.types import SimConfig
 
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY
 from cotrain.envs.config import TaskConfig
-from cotrain.envs.robot import CONTROL_MODE, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action, ee_state
+from cotrain.envs.robot import CONTROL_MODE, MANISKILL_ROBOT_UID, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action
 from cotrain.envs.scene import build_table
 
 CAMERA_NAME = "main"
@@ -43,7 +43,7 @@ OBS_MODES = {"state": "state_dict", "rgb": "rgb"}
 
 
 class TwinTaskEnv(BaseEnv):
-    SUPPORTED_ROBOTS = [ROBOT_UID]
+    SUPPORTED_ROBOTS = [ROBOT_UID, MANISKILL_ROBOT_UID]
     SUPPORTED_OBS_MODES = ("state_dict", "rgb")
     SUPPORTED_REWARD_MODES = ("sparse", "normalized_dense", "dense", "none")
     DENSE_REWARD_MAX: float
@@ -53,9 +53,11 @@ class TwinTaskEnv(BaseEnv):
 
     def __init__(self, task_cfg: TaskConfig, domain: str = "sim", variation: str = "train",
                  obs_mode: Literal["state", "rgb"] = "rgb", num_envs: int = 1, sim_backend: str = "physx_cpu",
-                 render_backend: str = "auto"):
+                 render_backend: str = "auto", robot_uid: str = ROBOT_UID):
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {list(OBS_MODES)}, got {obs_mode!r}")
+        if robot_uid not in self.SUPPORTED_ROBOTS:
+            raise ValueError(f"robot_uid must be one of {self.SUPPORTED_ROBOTS}, got {robot_uid!r}")
         self.task_cfg = task_cfg
         self.domain_name = domain
         self.domain = task_cfg.domain(domain)
@@ -69,7 +71,7 @@ class TwinTaskEnv(BaseEnv):
             obs_mode=OBS_MODES[obs_mode],
             reward_mode=REWARD_MODES[task_cfg.reward],
             control_mode=CONTROL_MODE,
-            robot_uids=ROBOT_UID,
+            robot_uids=robot_uid,
             sim_backend=sim_backend,
             render_backend=render_backend,
         )
@@ -128,7 +130,7 @@ class TwinTaskEnv(BaseEnv):
     # ----------------------------------------------------------------- observation
     def get_obs(self, info: dict | None = None, unflattened: bool = False):
         """The cotrain observation (without the task string; see `instructions`): state [N, 8], image [N, H, W, 3]."""
-        obs = {STATE_KEY: ee_state(self.agent)}
+        obs = {STATE_KEY: self.agent.ee_state()}
         if self.obs_mode == "rgb":
             obs[IMAGE_KEY] = self._get_obs_sensor_data()[CAMERA_NAME]["rgb"]
         return obs
@@ -206,6 +208,5 @@ class TwinTaskEnv(BaseEnv):
 
     def fingers_touch(self, obj) -> torch.Tensor:
         """Whether either finger touches `obj` (an actor or link) [N]."""
-        forces = [self.scene.get_pairwise_contact_forces(link, obj) for link in
-                  (self.agent.finger1_link, self.agent.finger2_link)]
+        forces = self.agent.finger_contact_forces(obj)
         return (torch.linalg.norm(forces[0], dim=1) > 1e-3) | (torch.linalg.norm(forces[1], dim=1) > 1e-3)

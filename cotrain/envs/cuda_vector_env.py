@@ -17,14 +17,16 @@ import torch
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.envs.config import TaskConfig
 from cotrain.envs.make import make_task_env
+from cotrain.envs.robot import ROBOT_UID
 from cotrain.envs.vector_env import worker_seed
 
 
 class CudaVectorEnv:
     def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
-                 num_envs: int, seed: int):
+                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID):
         self.num_envs, self.seed = num_envs, seed
-        self.env = make_task_env(task_cfg, domain, variation, obs_mode, num_envs=num_envs, sim_backend="physx_cuda")
+        self.env = make_task_env(task_cfg, domain, variation, obs_mode, num_envs=num_envs, sim_backend="physx_cuda",
+                                 robot_uid=robot_uid)
         self._episodes: list[dict] = []
 
     @property

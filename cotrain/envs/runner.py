@@ -16,6 +16,7 @@ import numpy as np
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY
 from cotrain.envs.config import TaskConfig
 from cotrain.envs.make import make_task_env
+from cotrain.envs.robot import ROBOT_UID
 
 
 @dataclass
@@ -38,11 +39,13 @@ class ChunkResult:
 
 
 class EnvRunner:
-    """Owns one `TwinTaskEnv` (num_envs = 1, physx_cpu). Episode seeds come from `seed` unless given to `reset`."""
+    """Owns one `TwinTaskEnv` (num_envs = 1, physx_cpu). Episode seeds come from `seed` unless given to `reset`.
+    `robot_uid` as in `make_task_env`."""
 
     def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
-                 seed: int):
-        self.env = make_task_env(task_cfg, domain, variation, obs_mode, num_envs=1, sim_backend="physx_cpu")
+                 seed: int, robot_uid: str = ROBOT_UID):
+        self.env = make_task_env(task_cfg, domain, variation, obs_mode, num_envs=1, sim_backend="physx_cpu",
+                                 robot_uid=robot_uid)
         self.rng = np.random.default_rng(seed)
 
     def reset(self, seed: int | None = None) -> dict:

@@ -32,6 +32,7 @@ import torch
 
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.envs.config import TaskConfig
+from cotrain.envs.robot import ROBOT_UID
 from cotrain.envs.runner import ChunkResult, EnvRunner
 
 
@@ -125,10 +126,11 @@ class SerialVectorEnv(_RunnerVectorEnv):
     """N `EnvRunner`s in this process (physx_cpu), stepped one after another."""
 
     def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
-                 num_envs: int, seed: int):
+                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID):
         super().__init__()
         self.num_envs = num_envs
-        self.runners = [EnvRunner(task_cfg, domain, variation, obs_mode, worker_seed(seed, i)) for i in range(num_envs)]
+        self.runners = [EnvRunner(task_cfg, domain, variation, obs_mode, worker_seed(seed, i), robot_uid)
+                        for i in range(num_envs)]
         self._pending: dict[int, tuple[np.ndarray, bool]] = {}
 
     def _reset(self, seeds):
@@ -168,7 +170,7 @@ class ProcessVectorEnv(_RunnerVectorEnv):
     """One `EnvRunner` per worker process (physx_cpu); commands go to all workers before any answer is read."""
 
     def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
-                 num_envs: int, seed: int):
+                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID):
         super().__init__()
         self.num_envs = num_envs
         ctx = mp.get_context("spawn")
@@ -176,7 +178,7 @@ class ProcessVectorEnv(_RunnerVectorEnv):
         self.conns, self.procs = [], []
         for i in range(num_envs):
             parent, child = ctx.Pipe()
-            args = (task_cfg, domain, variation, obs_mode, worker_seed(seed, i))
+            args = (task_cfg, domain, variation, obs_mode, worker_seed(seed, i), robot_uid)
             proc = ctx.Process(target=_worker, args=(child, args), daemon=True, name=f"twin-env-{i}")
             proc.start()
             self.conns.append(parent)
@@ -224,21 +226,23 @@ class ProcessVectorEnv(_RunnerVectorEnv):
 
 def make_env(task_cfg: TaskConfig, domain: str = "sim", obs_mode: Literal["state", "rgb"] = "rgb",
              num_envs: int = 1, seed: int = 0, variation: str = "train",
-             backend: Literal["physx_cpu", "physx_cpu_serial", "physx_cuda"] = "physx_cpu"):
+             backend: Literal["physx_cpu", "physx_cpu_serial", "physx_cuda"] = "physx_cpu",
+             robot_uid: str = ROBOT_UID):
     """A vector env of `num_envs` twin envs of `task_cfg.task` in `domain` (`sim` | `real_proxy`).
 
     `physx_cpu`: one worker process per env; `physx_cpu_serial`: the same in this process (no spawn cost, for
     tests and N = 1); `physx_cuda`: one process, GPU sim (unverified). Unknown domain/variation -> ConfigError.
+    `robot_uid`: ROBOT_UID (native CPU maths) or MANISKILL_ROBOT_UID (ManiSkill's torch maths, the reference).
     """
     task_cfg.domain(domain), task_cfg.variation(variation)  # fail here, not inside a worker
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if backend == "physx_cpu":
-        return ProcessVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed)
+        return ProcessVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid)
     if backend == "physx_cpu_serial":
-        return SerialVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed)
+        return SerialVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid)
     if backend == "physx_cuda":
         from cotrain.envs.cuda_vector_env import CudaVectorEnv
 
-        return CudaVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed)
+        return CudaVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid)
     raise ValueError(f"backend must be physx_cpu, physx_cpu_serial or physx_cuda, got {backend!r}")
