@@ -3,9 +3,12 @@
     python -m cotrain.stage1 policy=vla_flow data.real=[datasets/real_proxy/pick_place] \
         data.sim=[datasets/sim/pick_place] data.alpha=0.2 steps=2000 out=runs/stage1
     python -m cotrain.stage1 ... resume=runs/stage1/ckpt/last      # continues exactly
+    python -m cotrain.stage1 ... fast=true                         # device batches, one CUDA-graph replay per step
+    python -m cotrain.stage1 ... fast=true seeds=[0,1,2,3]         # four runs in one process: out/seed_<s>/
 
-Reads top to bottom: config → data → policy → loop. Writes `out/ckpt/{step_N,last}` (policy checkpoints with
-optimizer and RNG state), `out/metrics.csv`, `out/loss.png` and an offline wandb run.
+Reads top to bottom: config → data → policy → loop (`plain_loop`, or `fast_loop` over `cotrain.graphed_step`).
+Writes `out/ckpt/{step_N,last}` (policy checkpoints with optimizer and RNG state), `out/metrics.csv`, `out/loss.png`
+and an offline wandb run.
 """
 
 from __future__ import annotations
