@@ -32,7 +32,21 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        d = ema_decay_at(self.updates, self.decay)
+        self._lerp(model, 1.0 - ema_decay_at(self.updates, self.decay))
+        self.updates += 1
+
+    @torch.no_grad()
+    def update_counted(self, model: nn.Module, updates: torch.Tensor) -> None:
+        """`update` with t held in `updates` (a 0-d device tensor, incremented here) instead of `self.updates`: no
+        host value is read, so the update can be captured in a CUDA graph and replayed (the caller writes the count
+        back to `self.updates` before saving). The same arithmetic: d_t in float64, then 1 − d_t as the weight."""
+        t = updates.to(torch.float64)
+        d = torch.clamp((1.0 + t) / (10.0 + t), max=self.decay)
+        self._lerp(model, (1.0 - d).to(torch.float32))
+        updates.add_(1)
+
+    def _lerp(self, model: nn.Module, weight: float | torch.Tensor) -> None:
+        """shadow ← shadow + weight·(live − shadow) for floating-point tensors; integer buffers copied."""
         floats, live = [], []
         for k, v in model.state_dict().items():
             s = self.shadow[k]
@@ -42,8 +56,8 @@ class EMA:
             else:
                 s.copy_(v)
         if floats:  # one multi-tensor kernel per few tensors instead of one launch per tensor
-            torch._foreach_lerp_(floats, live, 1.0 - d)  # s + (1 − d)(v − s) = d·s + (1 − d)·v
-        self.updates += 1
+            weights = weight if isinstance(weight, float) else [weight] * len(floats)
+            torch._foreach_lerp_(floats, live, weights)  # s + (1 − d)(v − s) = d·s + (1 − d)·v
 
     @contextlib.contextmanager
     def swapped_in(self, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:

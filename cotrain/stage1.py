@@ -3,20 +3,24 @@
     python -m cotrain.stage1 policy=vla_flow data.real=[datasets/real_proxy/pick_place] \
         data.sim=[datasets/sim/pick_place] data.alpha=0.2 steps=2000 out=runs/stage1
     python -m cotrain.stage1 ... resume=runs/stage1/ckpt/last      # continues exactly
+    python -m cotrain.stage1 ... fast=true                         # device batches, one CUDA-graph replay per step
+    python -m cotrain.stage1 ... fast=true seeds=[0,1,2,3]         # four runs in one process: out/seed_<s>/
 
-Reads top to bottom: config → data → policy → loop. Writes `out/ckpt/{step_N,last}` (policy checkpoints with
-optimizer and RNG state), `out/metrics.csv`, `out/loss.png` and an offline wandb run.
+Reads top to bottom: config → data → policy → loop (`plain_loop`, or `fast_loop` over `cotrain.graphed_step`).
+Writes `out/ckpt/{step_N,last}` (policy checkpoints with optimizer and RNG state), `out/metrics.csv`, `out/loss.png`
+and an offline wandb run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
@@ -24,10 +28,13 @@ from tqdm import tqdm
 from cotrain.config import register_schema
 from cotrain.data import ChunkDataset, FeatureSpec, Mixture, load_dataset
 from cotrain.data.config import DataConfig
+from cotrain.data.device_batches import DeviceBatches
 from cotrain.ema import EMA
+from cotrain.graphed_step import GraphedStep, Run, capturable_adamw, require_tensor_loss
 from cotrain.metrics import MetricsLogger, WandbConfig
 from cotrain.policies import (load_partial_weights, load_policy, load_training_state, make_policy,
                               partial_weight_names, policy_config_from_dict, save_checkpoint)
+from cotrain.policies.tokenizer import encode_tasks
 from cotrain.runtime import pick_device, seed_everything, to_device
 
 log = logging.getLogger("cotrain.stage1")
@@ -68,12 +75,27 @@ class Stage1Config:
     e.g. to keep what a pretrained image encoder learnt from being worn away by the demos."""
     device: str = "auto"
     seed: int = 0
+    fast: bool = False
+    """The on-device, graph-captured step (`cotrain.graphed_step`): the demos uploaded once, batches gathered on the
+    device, the whole update (loss, backward, clip, AdamW, EMA) one CUDA-graph replay per step (eager on CPU). The
+    same batches, loss, schedule, average and checkpoints as the plain path; its random numbers (image shifts, state
+    noise, flow noise) come from the run's own generator, so a fast and a plain run of one seed draw different,
+    equally distributed noise. Small VLA only."""
+    seeds: list[int] | None = None
+    """Train one run per seed in one process (needs fast; `train_seeds`): the run of seed s is the run `seed: s`
+    would train alone, written to `out/seed_<s>/`. With `resume`, it names the `out` of the interrupted call and each
+    run continues from its `seed_<s>/ckpt/last`."""
 
     def __post_init__(self) -> None:
         if self.init_lr_scale < 0:
             raise ValueError(f"stage1: init_lr_scale must be ≥ 0, got {self.init_lr_scale}")
         if self.init_lr_scale != 1.0 and not self.init_weights:
             raise ValueError("stage1: init_lr_scale scales the weights loaded by init_weights; set init_weights")
+        if self.seeds is not None:
+            if not self.fast:
+                raise ValueError(f"stage1: seeds={self.seeds} trains the runs together on the fast path; set fast=true")
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+                raise ValueError(f"stage1: seeds must be a non-empty list of distinct seeds, got {self.seeds}")
 
 
 register_schema("stage1_schema", Stage1Config)
@@ -89,9 +111,11 @@ def lr_at(step: int, cfg: Stage1Config) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def save(out: Path, policy, optimizer: torch.optim.Optimizer, ema: EMA | None, step: int, cfg_yaml: str) -> None:
-    """`out/ckpt/step_N` and `out/ckpt/last`: the averaged weights as the policy, the trained ones for resuming."""
-    extra: dict[str, Any] = {"run_config": cfg_yaml}
+def save(out: Path, policy, optimizer: torch.optim.Optimizer, ema: EMA | None, step: int, cfg_yaml: str,
+         more: dict[str, Any] | None = None) -> None:
+    """`out/ckpt/step_N` and `out/ckpt/last`: the averaged weights as the policy, the trained ones for resuming
+    (`more`: further training state, e.g. the fast path's generator)."""
+    extra: dict[str, Any] = {"run_config": cfg_yaml} | (more or {})
     with ema.swapped_in(policy) if ema is not None else contextlib.nullcontext() as online:
         if ema is not None:
             extra |= {"online_weights": online, "ema_updates": ema.updates}
@@ -126,75 +150,203 @@ def param_groups(policy: torch.nn.Module, cfg: Stage1Config) -> list[dict]:
             {"params": [p for n, p in named if n in loaded], "lr_scale": cfg.init_lr_scale}]
 
 
-def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[ChunkDataset] | None = None) -> Path:
-    """Run Stage I; return the path of the last checkpoint.
+@dataclass
+class Trainee:
+    """One run of a Stage I call: its config (seed, out, resume), policy, optimizer, average and first step."""
 
-    `real` / `sim` replace the datasets named in `cfg.data` (experiments that generate demos in memory)."""
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
-    out = Path(cfg.out)
+    cfg: Stage1Config
+    policy: Any
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    start: int
+    extra: dict[str, Any]
+    """The resumed checkpoint's training-state extra (empty for a fresh run)."""
+    metrics: MetricsLogger
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    def save(self, step: int, more: dict[str, Any] | None = None) -> None:
+        save(self.out, self.policy, self.optimizer, self.ema, step, OmegaConf.to_yaml(OmegaConf.structured(self.cfg)),
+             more)
+
+    def finish(self) -> Path:
+        self.metrics.plot("train/sft_loss", name="loss", ylabel="SFT loss", logy=True)
+        self.metrics.close()
+        log.info("stage1 done: %s", self.out / "ckpt" / "last")
+        return self.out / "ckpt" / "last"
+
+
+def load_mixture(cfg: Stage1Config, chunk_size: int, real: list[ChunkDataset] | None,
+                 sim: list[ChunkDataset] | None) -> Mixture:
+    """The α mixture of `real` / `sim`, or of the datasets named in `cfg.data`."""
     spec = FeatureSpec()
-    policy_cfg = policy_config_from_dict(dict(cfg.policy), where="policy")
-
-    # data: the α mixture; statistics of the mixture travel with the checkpoint
     if real is None:
-        real = [load_dataset(root, spec, policy_cfg.chunk_size) for root in cfg.data.real]
+        real = [load_dataset(root, spec, chunk_size) for root in cfg.data.real]
     if sim is None:
-        sim = [load_dataset(root, spec, policy_cfg.chunk_size) for root in cfg.data.sim]
-    mixture = Mixture(real, sim, cfg.data.alpha, cfg.data.batch_size, seed=cfg.data.seed)
+        sim = [load_dataset(root, spec, chunk_size) for root in cfg.data.sim]
     log.info("data: %d real frames, %d sim frames, alpha=%.2f", sum(map(len, real)), sum(map(len, sim)), cfg.data.alpha)
+    return Mixture(real, sim, cfg.data.alpha, cfg.data.batch_size, seed=cfg.data.seed)
 
-    # policy and optimizer (a resumed run rebuilds both from its checkpoint)
+
+def build_trainee(cfg: Stage1Config, mixture: Mixture, device: torch.device) -> Trainee:
+    """Policy, optimizer and average from the seed, or (resume) from the checkpoint; statistics of the mixture
+    travel with the checkpoint."""
+    seed_everything(cfg.seed)
+    spec = FeatureSpec()
     if cfg.resume:
         policy = load_policy(cfg.resume, expected_spec=spec, device=device)
     else:
+        policy_cfg = policy_config_from_dict(dict(cfg.policy), where="policy")
         policy = make_policy(policy_cfg, spec, mixture.norm_stats().stats).to(device)
         if cfg.init_weights:
             copied = load_partial_weights(policy, cfg.init_weights)
             log.info("init weights: %d tensors from %s", copied, cfg.init_weights)
-    optimizer = torch.optim.AdamW(param_groups(policy, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")  # one kernel for the whole update on CUDA
+    groups = param_groups(policy, cfg)
+    optimizer = (capturable_adamw(groups, cfg.weight_decay, device) if cfg.fast else
+                 torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                   fused=device.type == "cuda"))  # one kernel for the whole update on CUDA
     ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # from a checkpoint: its weights are the average
-    start = 0
+    start, extra = 0, {}
     if cfg.resume:
-        state = load_training_state(cfg.resume, optimizer)
-        start = state.step
+        state = load_training_state(cfg.resume, optimizer, restore_rng=not cfg.fast)
+        start, extra = state.step, state.extra
         if ema is not None:
-            if "online_weights" not in state.extra:
+            if "online_weights" not in extra:
                 raise ValueError(f"resume={cfg.resume}: saved without an EMA (ema_decay=0); resume with ema_decay=0")
-            policy.load_state_dict(state.extra["online_weights"])
-            ema.updates = int(state.extra["ema_updates"])
+            policy.load_state_dict(extra["online_weights"])
+            ema.updates = int(extra["ema_updates"])
         log.info("resumed from %s at step %d", cfg.resume, start)
     n_params = sum(p.numel() for p in policy.parameters())
     log.info("policy %s: %.2fM parameters on %s", type(policy).__name__, n_params / 1e6, device)
-
     run_config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    metrics = MetricsLogger(out, cfg.wandb, run_config, resume=bool(cfg.resume))
+    metrics = MetricsLogger(cfg.out, cfg.wandb, run_config, resume=bool(cfg.resume))
     policy.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="stage1", dynamic_ncols=True)
-    last = out / "ckpt" / "last"
+    return Trainee(cfg, policy, optimizer, ema, start, extra, metrics)
+
+
+def due(done: int, every: int, cfg: Stage1Config) -> bool:
+    return done % every == 0 or done == cfg.steps
+
+
+def progress(cfg: Stage1Config, start: int) -> tqdm:
+    return tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="stage1", dynamic_ncols=True)
+
+
+def plain_loop(cfg: Stage1Config, t: Trainee, mixture: Mixture, device: torch.device) -> None:
+    """Batches drawn on the host, one eager `sft_step` each."""
+    bar = progress(cfg, t.start)
     for step in bar:
-        for group in optimizer.param_groups:
+        for group in t.optimizer.param_groups:
             group["lr"] = lr_at(step, cfg) * group["lr_scale"]
         batch = to_device(mixture.batch(step), device)
-        loss, grad_norm = sft_step(policy, optimizer, ema, batch, cfg.grad_clip, step)
+        loss, grad_norm = sft_step(t.policy, t.optimizer, t.ema, batch, cfg.grad_clip, step)
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            metrics.log(done, {"train/sft_loss": loss.item(), "train/grad_norm": grad_norm.item(),
-                               "train/lr": optimizer.param_groups[0]["lr"],
-                               "train/real_fraction": batch["is_real"].float().mean().item()})
+        if due(done, cfg.log_every, cfg):
+            t.metrics.log(done, {"train/sft_loss": loss.item(), "train/grad_norm": grad_norm.item(),
+                                 "train/lr": t.optimizer.param_groups[0]["lr"],
+                                 "train/real_fraction": batch["is_real"].float().mean().item()})
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            save(out, policy, optimizer, ema, done, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    metrics.plot("train/sft_loss", name="loss", ylabel="SFT loss", logy=True)
-    metrics.close()
-    log.info("stage1 done: %s", last)
-    return last
+        if due(done, cfg.save_every, cfg):
+            t.save(done)
 
+
+def run_generator(t: Trainee, device: torch.device) -> torch.Generator:
+    """The fast path's generator of a run: restored from its checkpoint, or seeded from (seed, 1) (not `seed` itself,
+    whose stream the weight initialisation drew from)."""
+    gen = torch.Generator(device)
+    if "sft_generator" in t.extra:
+        gen.set_state(t.extra["sft_generator"])
+    else:
+        if t.start > 0:
+            log.info("%s: the checkpoint holds no fast-path generator; seeding it from (seed, step)", t.cfg.resume)
+        gen.manual_seed(int(np.random.SeedSequence([t.cfg.seed, 1, t.start]).generate_state(1)[0]))
+    return gen
+
+
+def fast_loop(cfg: Stage1Config, trainees: list[Trainee], mixture: Mixture, device: torch.device) -> None:
+    """Every run's step as one graph replay on device batches (`cotrain.graphed_step`)."""
+    start = trainees[0].start
+    if any(t.start != start for t in trainees):
+        raise ValueError(f"stage1: the runs resume from different steps {[t.start for t in trainees]}; "
+                         "resume each from the same step")
+    if start >= cfg.steps:
+        return
+    first = trainees[0].policy
+    require_tensor_loss(first)
+    data = DeviceBatches(mixture, start, cfg.steps, device,
+                         tokenize=lambda tasks: encode_tasks(tasks, first.config.max_text_tokens)[0])
+    runs = [Run(t.policy, t.optimizer, t.ema, run_generator(t, device), lr_table(t.optimizer, cfg, start, device))
+            for t in trainees]
+    engine = GraphedStep(runs, data, grad_clip=cfg.grad_clip, image_shift=first.config.image_shift,
+                         has_pad=bool(first.text_encoder.patch_padding(data.task_ids.cpu()).any()), start=start)
+    names = [str(t.out) for t in trainees]
+    bar = progress(cfg, start)
+    for step in bar:
+        engine.step()
+        done = step + 1
+        if due(done, cfg.log_every, cfg):
+            engine.check_finite(names)
+            for t, r in zip(trainees, runs):
+                t.metrics.log(done, {"train/sft_loss": r.loss.item(), "train/grad_norm": r.grad_norm.item(),
+                                     "train/lr": r.lr[0].item(), "train/real_fraction": engine.real_fraction.item()})
+            bar.set_postfix(loss=f"{runs[0].loss.item():.4f}")
+        if due(done, cfg.save_every, cfg):
+            engine.check_finite(names)
+            engine.sync_counts()
+            for t, r in zip(trainees, runs):
+                t.save(done, {"sft_generator": r.generator.get_state()})
+
+
+def lr_table(optimizer: torch.optim.Optimizer, cfg: Stage1Config, start: int, device: torch.device) -> torch.Tensor:
+    """float32 [steps − start, groups]: `lr_at(step) · lr_scale` of each group (what the plain loop sets)."""
+    scales = [g["lr_scale"] for g in optimizer.param_groups]
+    rows = [[lr_at(k, cfg) * s for s in scales] for k in range(start, cfg.steps)]
+    return torch.tensor(rows, dtype=torch.float64).to(device=device, dtype=torch.float32)
+
+
+def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[ChunkDataset] | None = None) -> Path:
+    """Run Stage I; return the path of the last checkpoint.
+
+    `real` / `sim` replace the datasets named in `cfg.data` (experiments that generate demos in memory)."""
+    if cfg.seeds is not None:
+        raise ValueError(f"stage1: seeds={cfg.seeds} trains several runs; call train_seeds")
+    device = pick_device(cfg.device)
+    chunk_size = policy_config_from_dict(dict(cfg.policy), where="policy").chunk_size
+    mixture = load_mixture(cfg, chunk_size, real, sim)
+    trainee = build_trainee(cfg, mixture, device)
+    if cfg.fast:
+        fast_loop(cfg, [trainee], mixture, device)
+    else:
+        plain_loop(cfg, trainee, mixture, device)
+    return trainee.finish()
+
+
+def seed_config(cfg: Stage1Config, seed: int) -> Stage1Config:
+    """The single-run config of `seed` inside a `seeds` call (its own out; its own checkpoint to resume from)."""
+    out = Path(cfg.out) / f"seed_{seed}"
+    resume = str(Path(cfg.resume) / f"seed_{seed}" / "ckpt" / "last") if cfg.resume else None
+    return replace(cfg, seed=seed, seeds=None, out=str(out), resume=resume)
+
+
+def train_seeds(cfg: Stage1Config, real: list[ChunkDataset] | None = None,
+                sim: list[ChunkDataset] | None = None) -> list[Path]:
+    """Train one run per seed of `cfg.seeds` in one process, together (one graph replay per step for all);
+    return their last checkpoints, in the order of `cfg.seeds`. Run s equals `train(cfg with seed s)` on the fast path."""
+    if cfg.seeds is None:
+        raise ValueError("stage1: train_seeds needs seeds (a list of seeds)")
+    device = pick_device(cfg.device)
+    chunk_size = policy_config_from_dict(dict(cfg.policy), where="policy").chunk_size
+    mixture = load_mixture(cfg, chunk_size, real, sim)
+    trainees = [build_trainee(seed_config(cfg, s), mixture, device) for s in cfg.seeds]
+    fast_loop(cfg, trainees, mixture, device)
+    return [t.finish() for t in trainees]
 
 @hydra.main(config_path="../configs", config_name="stage1", version_base="1.3")
 def main(cfg) -> None:
-    train(OmegaConf.to_object(cfg))
+    cfg = OmegaConf.to_object(cfg)
+    train_seeds(cfg) if cfg.seeds is not None else train(cfg)
 
 
 if __name__ == "__main__":

@@ -62,3 +62,20 @@ def test_every_float_tensor_is_averaged_and_integer_buffers_are_copied():
         assert torch.allclose(ema.shadow[name], torch.full_like(ema.shadow[name], 2.8))
     assert torch.allclose(ema.shadow["1.running_mean"], torch.full((2,), 4.5))
     assert ema.shadow["1.num_batches_tracked"].item() == 7
+
+
+def test_update_counted_is_update_with_the_count_in_a_tensor():
+    """d_t from a tensor count (what a CUDA graph replays) gives the same average as the host count: d = 0.1, 2/11."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    host, counted = EMA(model, 0.9), EMA(model, 0.9)
+    count = torch.tensor(0)
+    for _ in range(2):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        host.update(model)
+        counted.update_counted(model, count)
+    assert int(count) == 2 and host.updates == 2
+    assert all(torch.equal(host.shadow[k], counted.shadow[k]) for k in host.shadow)
+    # from w: s1 = 0.1·w + 0.9·(w+1) = w + 0.9; s2 = (2/11)(w + 0.9) + (9/11)(w + 2) = w + 1.8 = weight − 0.2
+    assert torch.allclose(counted.shadow["weight"], model.weight - 0.2, atol=1e-6)

@@ -44,16 +44,20 @@ class _Group:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def draw(self, start: int, count: int) -> list[dict]:
-        n, out, perm, epoch = len(self), [], None, -1
-        for j in range(start, start + count):
-            if j // n != epoch:
-                epoch = j // n
-                perm = np.random.default_rng([self.seed, self.group, epoch]).permutation(n)
-            flat = int(perm[j % n])
-            d = int(np.searchsorted(self.offsets, flat, side="right") - 1)
-            out.append(self.datasets[d][flat - int(self.offsets[d])])
+    def positions(self, start: int, count: int) -> np.ndarray:
+        """Flat frame positions (over the concatenated datasets) of draws start … start+count−1: draw j is
+        position j mod N of epoch (j div N)'s permutation."""
+        n = len(self)
+        j = np.arange(start, start + count, dtype=np.int64)
+        out = np.empty(count, dtype=np.int64)
+        for epoch in np.unique(j // n):
+            here = j // n == epoch
+            out[here] = np.random.default_rng([self.seed, self.group, int(epoch)]).permutation(n)[j[here] % n]
         return out
+
+    def item(self, flat: int) -> dict:
+        d = int(np.searchsorted(self.offsets, flat, side="right") - 1)
+        return self.datasets[d][flat - int(self.offsets[d])]
 
 
 class Mixture:
@@ -87,13 +91,34 @@ class Mixture:
     def n_real(self, k: int) -> int:
         return self.real_drawn_before(k + 1) - self.real_drawn_before(k)
 
+    def schedule(self, start: int, stop: int) -> np.ndarray:
+        """int64 [stop − start, B]: row k − start lists batch k's samples as positions in the frames of all real
+        datasets followed by those of all sim datasets (real ones first in each row; position < len(real) ⇔ real)."""
+        b, real_before = self.batch_size, self.real_drawn_before
+        steps = np.arange(start, stop, dtype=np.int64)
+        n_real = np.array([self.n_real(int(k)) for k in steps], dtype=np.int64)
+        r0, s0 = real_before(start), start * b - real_before(start)
+        real = self.groups[REAL].positions(r0, real_before(stop) - r0) if self.groups[REAL].datasets else None
+        sim = self.groups[SIM].positions(s0, stop * b - real_before(stop) - s0) if self.groups[SIM].datasets else None
+        col = np.arange(b, dtype=np.int64)[None, :]
+        real_first = np.array([real_before(int(k)) for k in steps], dtype=np.int64)[:, None] - r0  # row's first real draw
+        sim_first = steps[:, None] * b - real_first - r0 - s0  # row's first sim draw (relative)
+        is_real = col < n_real[:, None]
+        out = np.empty((len(steps), b), dtype=np.int64)
+        if real is not None and len(real):
+            out[is_real] = (real[np.minimum(real_first + col, len(real) - 1)])[is_real]
+        if sim is not None and len(sim):
+            n_real_frames = len(self.groups[REAL])
+            picked = sim[np.clip(sim_first + col - n_real[:, None], 0, len(sim) - 1)]
+            out[~is_real] = (n_real_frames + picked)[~is_real]
+        return out
+
     def batch(self, k: int) -> dict:
-        real_start = self.real_drawn_before(k)
-        n_real = self.n_real(k)
-        items = self.groups[REAL].draw(real_start, n_real)
-        items += self.groups[SIM].draw(k * self.batch_size - real_start, self.batch_size - n_real)
-        batch = collate(items)
-        batch["is_real"] = torch.arange(self.batch_size) < n_real
+        n_real_frames = len(self.groups[REAL])
+        rows = self.schedule(k, k + 1)[0]
+        batch = collate([self.groups[REAL].item(int(f)) if f < n_real_frames
+                         else self.groups[SIM].item(int(f) - n_real_frames) for f in rows])
+        batch["is_real"] = torch.arange(self.batch_size) < self.n_real(k)
         return batch
 
     def iterate(self, start: int = 0) -> Iterator[dict]:

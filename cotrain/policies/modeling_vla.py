@@ -19,7 +19,7 @@ from torch import nn
 from cotrain.data.spec import FeatureSpec
 from cotrain.policies import flow_head, rng, token_head  # noqa: F401  (registers the heads)
 from cotrain.policies.action_head import Context, HeadShape, Noise, make_head
-from cotrain.policies.augment import random_shift
+from cotrain.policies.augment import random_shift, shift_images
 from cotrain.policies.base import Aux, Obs, Policy
 from cotrain.policies.blocks import Block, ImageEncoder, TextEncoder
 from cotrain.policies.configuration_vla import SmallVLAConfig
@@ -82,12 +82,14 @@ class SmallVLAPolicy(Policy):
         """Trunk context of a raw observation; `augment` (training only) randomly shifts the images and adds
         `config.state_noise` to the normalised state first."""
         image, state, ids, has_pad = self._device_inputs(obs)
-        state_jitter = None
         if augment:
             image = random_shift(image, self.config.image_shift)
-            if self.config.state_noise > 0:
-                state_jitter = self.config.state_noise * rng.randn(state.shape, state.device, state.dtype)
-        return self._encode(image, state, ids, has_pad, state_jitter)
+        return self._encode(image, state, ids, has_pad, self._state_jitter(state) if augment else None)
+
+    def _state_jitter(self, state: torch.Tensor) -> torch.Tensor | None:
+        if self.config.state_noise == 0:
+            return None
+        return self.config.state_noise * rng.randn(state.shape, state.device, state.dtype)
 
     def _encode(self, image: torch.Tensor, state: torch.Tensor, ids: torch.Tensor, has_pad: bool,
                 state_jitter: torch.Tensor | None = None) -> Context:
@@ -144,4 +146,14 @@ class SmallVLAPolicy(Policy):
     def sft_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         actions, is_pad = action_targets(batch, self.spec, self.chunk_size, self.device)
         ctx = self.encode(batch, augment=self.training)  # augmentation only while training (like dropout)
+        return self.head.sft_loss(ctx, self.normalizer.normalize_action(actions), is_pad)
+
+    def sft_loss_tensors(self, image: torch.Tensor, state: torch.Tensor, ids: torch.Tensor, actions: torch.Tensor,
+                         is_pad: torch.Tensor, *, has_pad: bool, shift: torch.Tensor | None) -> torch.Tensor:
+        """`sft_loss` on device tensors (uint8 images, ids tokenised, `shift` [B, 2] the images' random shift
+        drawn by the caller, None = none): tensor-only, so a training step can be captured as a CUDA graph. With
+        the same random numbers it equals `sft_loss` (which draws the shift first, then the rest, in this order)."""
+        if shift is not None:
+            image = shift_images(image, shift)
+        ctx = self._encode(image, state, ids, has_pad, self._state_jitter(state) if self.training else None)
         return self.head.sft_loss(ctx, self.normalizer.normalize_action(actions), is_pad)
