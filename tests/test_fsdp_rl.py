@@ -23,7 +23,7 @@ from cotrain.rl.distributed import (
 from cotrain.rl.ppo_loss import policy_loss, value_loss
 from cotrain.rl.rollout import RolloutCollector
 from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
-from cotrain.rl.trainer import PPOTrainer, make_optimizer
+from cotrain.rl.trainer import PPOTrainer, make_optimizer, training_batch
 
 H = 2
 CFG = RLConfig(num_steps=3, lr=1e-2, value_lr=1e-2, beta=0.2, real_batch_size=4, num_minibatches=2, micro_batches=2,
@@ -83,7 +83,7 @@ def rollout_data(make, start: dict, rank: int):
     policy, env, real = make()
     policy.load_state_dict(start)
     torch.manual_seed(7 + rank)
-    batch = RolloutCollector(env, policy, CFG, rank=rank).collect(0)[0].flatten()
+    batch = training_batch(RolloutCollector(env, policy, CFG, rank=rank).collect(0)[0], CFG)
     micro = [batch.rows(i) for i in torch.tensor_split(torch.arange(len(batch)), 2)]
     stream = RealBatchStream(real, CFG.real_batch_size, seed=rank)
     return micro, [next(stream) for _ in micro]
