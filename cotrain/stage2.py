@@ -81,8 +81,6 @@ class Stage2Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.init is None and self.resume is None:
-            raise ValueError("stage2: give init=<Stage I checkpoint> (or resume=<Stage II run>)")
         if self.time_budget_s is not None and self.time_budget_s < 0:
             raise ValueError(f"stage2: time_budget_s must be >= 0 or null, got {self.time_budget_s}")
 
@@ -136,6 +134,8 @@ def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> P
     from cotrain.envs import make_env
     from cotrain.envs.config import TaskConfig
 
+    if cfg.init is None and cfg.resume is None:
+        raise ValueError("stage2: give init=<Stage I checkpoint> (or resume=<Stage II run>)")
     if cfg.rl.beta > 0 and not cfg.real and real_dataset is None:
         raise ValueError(f"stage2: rl.beta={cfg.rl.beta} > 0 needs real=[<dataset>, ...] for the anchor")
     info = init_distributed(cfg.device)
