@@ -2,7 +2,7 @@
 
 Each rank starts from its own random weights (both wrappers must take rank 0's), draws its own rollout and real
 batches, and takes the same optimizer steps (2 micro-batches each: gradient sync only on the last) under DDP and
-under FSDP2. The GPU version (nccl, memory per rank) is experiments/fsdp_check.py.
+under FSDP2. The GPU version (nccl, memory per rank) is benchmarks/fsdp_check.py.
 """
 
 import dataclasses
