@@ -43,8 +43,9 @@ def run_seed(cfg: ExperimentConfig, seed: int, deadline: float | None, started: 
     """The listed steps of one run; returns False when the time budget stopped it before the end. `started` lists
     the steps this call has started: the first always starts (every call makes progress, even with no time left:
     Stage II then runs one iteration), later ones only while the budget lasts."""
-    run = Run(cfg, seed, Path(cfg.out) / f"seed_{seed}", deadline)
-    record = RunRecord(run.dir, run_config(cfg))
+    run_dir = Path(cfg.out) / f"seed_{seed}"
+    record = RunRecord(run_dir, run_config(cfg))
+    run = Run(cfg, seed, run_dir, deadline, record.done)
     for step in cfg.ordered_steps:
         if record.done(step):
             log.info("seed %d: %s already done, skipped", seed, step)

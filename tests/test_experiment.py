@@ -45,12 +45,16 @@ def test_runner_runs_every_step_resumes_a_cut_stage2_and_skips_done_steps(tmp_pa
     assert s2["status"] == "done" and s2["iterations_done"] == 2 and s2["env_steps"] == 2 * 2 * 4
     assert s2["wall_s"] > cut["stage2"]["wall_s"]  # summed over both calls
     assert (tmp_path / "seed_0" / "stage2" / "ckpt" / "iter_1").exists()  # kept from the cut call
-    # stage1 was not in this call's steps: only Stage II's checkpoint is evaluated
-    ev = done["eval"]["stage2"]
-    assert set(ev) == {"checkpoint", "sim", "real_proxy"} and ev["checkpoint"].endswith("iter_2")
-    for domain in ("sim", "real_proxy"):
-        assert ev[domain]["seeds"] == [300000, 300001] and len(ev[domain]["successes"]) == 2
-        assert ev[domain]["success_rate"] == sum(ev[domain]["successes"]) / 2 and ev[domain]["n_action_steps"] == 2
+    # both stages' checkpoints (Stage I done in the first call), both domains, the same seeds: pairable by seed
+    assert done["eval"]["stage2"]["checkpoint"].endswith("iter_2")
+    assert done["eval"]["stage1"]["checkpoint"].endswith("stage1/ckpt/last")
+    for stage in ("stage1", "stage2"):
+        ev = done["eval"][stage]
+        assert set(ev) == {"checkpoint", "sim", "real_proxy"}
+        for domain in ("sim", "real_proxy"):
+            assert ev[domain]["seeds"] == [300000, 300001] and len(ev[domain]["successes"]) == 2
+            assert ev[domain]["success_rate"] == sum(ev[domain]["successes"]) / 2
+            assert ev[domain]["n_action_steps"] == 2
 
     # every step done: a re-run changes nothing
     before = results.read_text()

@@ -189,6 +189,8 @@ def single_process_reference(r0: dict, r1: dict, steps: list[int]) -> dict:
     from cotrain.rl.rollout import Batch
 
     def cat(a, b):
+        if a is None:  # prox_logprobs: filled by the trainer
+            return None
         if isinstance(a, torch.Tensor):
             return torch.cat([a, b])
         if isinstance(a, list):

@@ -56,7 +56,7 @@ class EvalStep:
     n_action_steps: int = 0
     """Actions executed from each chunk before the policy observes again (0 = the whole chunk), as `cotrain.eval`."""
     checkpoints: list[str] = field(default_factory=lambda: ["stage1", "stage2"])
-    """Which stages' final checkpoints to evaluate (those this run trained)."""
+    """Which stages' final checkpoints to evaluate (each once its step is done, in this call or an earlier one)."""
     domains: list[str] = field(default_factory=lambda: ["sim", "real_proxy"])
     envs: int = 16
     """Env worker processes of the evaluation's vector env."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ class Run:
     dir: Path
     deadline: float | None
     """time.perf_counter() value at which this call's time budget is spent (None: no budget)."""
+    finished: Callable[[str], bool]
+    """Whether a step of this run is done (in this call or an earlier one): the run record's `done`."""
 
     @property
     def task_cfg(self):
@@ -137,15 +140,15 @@ def final_checkpoint(run: Run, stage: str) -> Path:
 
 
 def evaluate(run: Run, entry: dict[str, Any]) -> None:
-    """Each listed checkpoint this run trained, in each domain, over the same fresh seeds; per-seed outcomes kept.
-    Finished (checkpoint, domain) pairs are kept across calls."""
+    """Each listed stage's final checkpoint, once that stage is done, in each domain over the same fresh seeds;
+    per-seed outcomes kept. Finished (checkpoint, domain) pairs are kept across calls."""
     from cotrain.envs import make_env
     from cotrain.evaluation import evaluate_vec
     from cotrain.policies import load_policy
     from cotrain.runtime import pick_device
 
     e, task_cfg = run.cfg.eval, run.task_cfg
-    for stage in (s for s in e.checkpoints if s in run.cfg.steps):
+    for stage in (s for s in e.checkpoints if run.finished(s)):
         ckpt = final_checkpoint(run, stage)
         policy = load_policy(ckpt, device=pick_device(run.cfg.device)).eval()
         results = entry.setdefault(stage, {"checkpoint": str(ckpt)})
