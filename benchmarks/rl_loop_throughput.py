@@ -1,6 +1,6 @@
 """Stage II's whole loop (rollout + PPO update) against the raw vector-env rate, in one run at the same settings.
 
-    python benchmarks/rl_loop_throughput.py --envs 16 --iterations 6 --device cuda --overlap off on --obs rgb
+    python benchmarks/rl_loop_throughput.py                     # GPU machine: 16 envs, Stage II's recipe, overlap on+off
     python benchmarks/rl_loop_throughput.py --envs 2 --iterations 3 --device cpu --obs state --num-steps 4   # CPU
 
 A randomly initialised small VLA (configs/policy/vla_flow.yaml, stats of a unit box) on `--device`; the twin's
@@ -9,7 +9,8 @@ worker pool (physx_cpu, one process per env). First the raw env rate: all envs s
 the ratio is taken against the higher of the two (one short raw window alone has come out 30 % low on the GPU
 machine). Then, per `--overlap` value, Stage II's
 loop (RolloutPipeline + PPOTrainer with the β-anchor on synthetic real batches) for `--iterations` iterations after
-one warm-up iteration: loop = env steps / wall time, drained only at the end. `--obs state` skips rendering and feeds
+one warm-up iteration: loop = env steps / wall time, drained only at the end; and the PPO update's time per iteration
+against the rollout's (collect) time — with overlap the update hides behind the next rollout while it is shorter. `--obs state` skips rendering and feeds
 the policy black images. Prints a markdown table.
 """
 
@@ -111,7 +112,8 @@ def loop_rate(env, policy, cfg: RLConfig, iterations: int, real) -> dict[str, fl
     pipeline.close()
     return {"loop": total["env_steps"] / wall, "rollout": total["env_steps"] / total["collect_s"],
             "env_in_loop": total["env_steps"] / total["env_s"], "policy_share": total["policy_s"] / total["collect_s"],
-            "update_s": total["update_s"] / iterations, "wall_s": wall / iterations}
+            "update_s": total["update_s"] / iterations, "rollout_s": total["collect_s"] / iterations,
+            "wall_s": wall / iterations}
 
 
 def main() -> None:
@@ -119,11 +121,12 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=6, help="timed iterations (after one warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--overlap", nargs="+", choices=["on", "off"], default=["on"], help="rl.overlap_update")
+    parser.add_argument("--overlap", nargs="+", choices=["on", "off"], default=["on", "off"], help="rl.overlap_update")
     parser.add_argument("--groups", type=int, default=RLConfig.rollout_groups, help="rl.rollout_groups")
     parser.add_argument("--task", default="pick_place")
     parser.add_argument("--obs", choices=["rgb", "state"], default="rgb")
-    parser.add_argument("--num-steps", type=int, default=RLConfig.num_steps, help="rl.num_steps (chunks per rollout)")
+    parser.add_argument("--num-steps", type=int, default=60,
+                        help="rl.num_steps (chunks per rollout; 60: configs/stage2.yaml's recipe)")
     parser.add_argument("--beta", type=float, default=0.2, help="rl.beta (anchor on synthetic real batches)")
     args = parser.parse_args()
 
@@ -151,11 +154,13 @@ def main() -> None:
     raw = max(raw_before, raw_after)
     rows = [f"raw env: {raw_before:.0f} before, {raw_after:.0f} after the loops; ratios against {raw:.0f}", "",
             "| overlap | groups | raw env | env in loop | rollout | loop | loop / raw | policy share of rollout "
-            "| update s/it | loop s/it |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "| update s/it | rollout s/it | update / rollout | loop s/it |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for overlap, r in loops.items():
         rows.append(f"| {overlap} | {args.groups} | {raw:.0f} | {r['env_in_loop']:.0f} | {r['rollout']:.0f} | "
                     f"{r['loop']:.0f} | {r['loop'] / raw:.2f}x | {100 * r['policy_share']:.0f}% | "
-                    f"{r['update_s']:.2f} | {r['wall_s']:.2f} |")
+                    f"{r['update_s']:.2f} | {r['rollout_s']:.2f} | {100 * r['update_s'] / r['rollout_s']:.0f}% | "
+                    f"{r['wall_s']:.2f} |")
     print("\n".join(["", *rows]))
 
 

@@ -10,6 +10,8 @@ expert's teleop-like noise; its episodes are labelled `real_proxy`, never `real`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,45 +50,108 @@ class DemosConfig:
     """Give up after episodes × this many attempts."""
     commit_every: int = 10
     """Episodes per atomic commit (a crash loses at most the uncommitted ones)."""
+    workers: int = 0
+    """Env processes running attempts in parallel (0: one env in this process)."""
 
 
 register_schema("demos_schema", DemosConfig)
 
 
-def generate(cfg: DemosConfig) -> dict[str, float]:
-    from cotrain.envs.config import TaskConfig
+@dataclass
+class Attempts:
+    """Counts of `expert_episodes`' attempts so far."""
+
+    attempts: int = 0
+    successes: int = 0
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(self.attempts, 1)
+
+
+def _attempt(env, state: dict, item: tuple[int, bool, float]):
+    """One expert episode of seed `item[0]` in `env` (an EnvPool worker's, or this process's)."""
     from cotrain.envs.experts import make_expert, run_expert_episode
+
+    seed, teleop_noise, dart_noise_std = item
+    if ("expert", teleop_noise) not in state:
+        state["expert", teleop_noise] = make_expert(env.task_cfg.task, env.domain, teleop_noise=teleop_noise)
+    return run_expert_episode(env, state["expert", teleop_noise], seed, dart_noise_std=dart_noise_std)
+
+
+@contextmanager
+def _mapper(task_cfg, domain: str, variation: str, workers: int) -> Iterator[Callable]:
+    """map(fn, items) over `workers` env processes (cotrain.envs.pool), or over one env in this process (0)."""
+    if workers > 0:
+        from cotrain.envs.pool import EnvPool
+
+        with EnvPool(task_cfg, domain, workers, variation=variation) as pool:
+            yield pool.map
+        return
     from cotrain.envs.make import make_task_env
 
+    env, state = make_task_env(task_cfg, domain=domain, variation=variation, obs_mode="rgb"), {}
+    try:
+        yield lambda fn, items: [fn(env, state, item) for item in items]
+    finally:
+        env.close()
+
+
+def expert_episodes(task_cfg, domain: str, episodes: int, seed: int = 0, *, variation: str = "train",
+                    workers: int = 0, teleop_noise: bool = True, dart_noise_std: float = 0.0,
+                    keep_failures: bool = False, max_attempts_factor: int = 3,
+                    counts: Attempts | None = None) -> Iterator:
+    """Yield the first `episodes` expert episodes (`ExpertEpisode`, seed order) over seeds seed, seed+1, …, skipping
+    failures unless `keep_failures`; raise after episodes × max_attempts_factor attempts. Attempts run in rounds over
+    `workers` env processes (0: one env here, one attempt per missing episode); `counts` tallies them."""
+    task_cfg.domain(domain)  # an unknown domain fails here, before any env is built
+    counts = counts if counts is not None else Attempts()
+    kept, limit = 0, episodes * max_attempts_factor
+    with _mapper(task_cfg, domain, variation, workers) as run:
+        while kept < episodes:
+            if counts.attempts >= limit:
+                raise RuntimeError(f"demos: only {kept}/{episodes} successful episodes in {counts.attempts} attempts")
+            missing = episodes - kept
+            n = min(limit - counts.attempts, missing if workers == 0 else max(workers, missing + missing // 4))
+            items = [(seed + counts.attempts + i, teleop_noise, dart_noise_std) for i in range(n)]
+            counts.attempts += n
+            for ep in run(_attempt, items):
+                counts.successes += ep.success
+                if (ep.success or keep_failures) and kept < episodes:
+                    kept += 1
+                    yield ep
+
+
+def write_episodes(writer: DatasetWriter, episodes: Iterable, domain: str, progress: tqdm | None = None) -> int:
+    """Append expert episodes to a dataset (provenance: `domain`, expert, the episode's seed); returns their count."""
+    written = 0
+    for ep in episodes:
+        for f in ep.frames:
+            writer.add_frame(f["image"], f["state"], f["action"], f["task"])
+        writer.save_episode(Provenance(domain, "expert", ep.seed))
+        written += 1
+        if progress is not None:
+            progress.update(1)
+    return written
+
+
+def generate(cfg: DemosConfig) -> dict[str, float]:
+    from cotrain.envs.config import TaskConfig
+
     task_cfg = TaskConfig.from_dict(dict(cfg.task), source=f"configs/task/{cfg.task.get('task')}.yaml")
-    domain = task_cfg.domain(cfg.domain)
     out = cfg.out or f"datasets/{cfg.domain}/{task_cfg.task}"
-    env = make_task_env(task_cfg, domain=cfg.domain, variation=cfg.variation, obs_mode="rgb")
-    expert = make_expert(task_cfg.task, domain, teleop_noise=cfg.teleop_noise)
-    spec = FeatureSpec()
-    written = attempts = successes = 0
+    counts = Attempts()
+    episodes = expert_episodes(task_cfg, cfg.domain, cfg.episodes, cfg.seed, variation=cfg.variation,
+                               workers=cfg.workers, teleop_noise=cfg.teleop_noise, dart_noise_std=cfg.dart_noise_std,
+                               keep_failures=cfg.keep_failures, max_attempts_factor=cfg.max_attempts_factor,
+                               counts=counts)
     bar = tqdm(total=cfg.episodes, desc=f"demos {task_cfg.task}/{cfg.domain}", dynamic_ncols=True)
-    with DatasetWriter(out, spec, commit_every=cfg.commit_every) as writer:
-        while written < cfg.episodes:
-            if attempts >= cfg.episodes * cfg.max_attempts_factor:
-                raise RuntimeError(f"demos: only {written}/{cfg.episodes} successful episodes in {attempts} attempts")
-            seed = cfg.seed + attempts
-            attempts += 1
-            ep = run_expert_episode(env, expert, seed, dart_noise_std=cfg.dart_noise_std)
-            successes += ep.success
-            if not (ep.success or cfg.keep_failures):
-                continue
-            for f in ep.frames:
-                writer.add_frame(f["image"], f["state"], f["action"], f["task"])
-            writer.save_episode(Provenance(cfg.domain, "expert", seed))
-            written += 1
-            bar.update(1)
-            bar.set_postfix(success=f"{successes / attempts:.0%}")
+    with DatasetWriter(out, FeatureSpec(), commit_every=cfg.commit_every) as writer:
+        written = write_episodes(writer, episodes, cfg.domain, bar)
     bar.close()
-    env.close()
-    rate = successes / max(attempts, 1)
-    log.info("wrote %d episodes to %s (expert success %.1f%% over %d attempts)", written, out, 100 * rate, attempts)
-    return {"written": written, "attempts": attempts, "expert_success": rate}
+    log.info("wrote %d episodes to %s (expert success %.1f%% over %d attempts)", written, out,
+             100 * counts.success_rate, counts.attempts)
+    return {"written": written, "attempts": counts.attempts, "expert_success": counts.success_rate}
 
 
 @hydra.main(config_path="../configs", config_name="demos", version_base="1.3")

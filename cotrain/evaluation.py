@@ -2,7 +2,9 @@
 
 The policy acts in chunks: it observes, returns H actions, the env executes the first `n_action_steps` of them
 (all H by default; stopping at the end of the episode), and it observes again — the loop the robot bridge runs with
-the same `n_action_steps` parameter (the vector env of Stage II always executes whole chunks).
+the same `n_action_steps` parameter. `run_episode` runs one env step by step (videos: `cotrain.eval`);
+`evaluate_vec` runs the same loop over a vector env's chunks (Stage II's periodic evaluation, `cotrain.experiment`),
+executing the first `n_action_steps` actions of each chunk too.
 """
 
 from __future__ import annotations
@@ -120,38 +122,36 @@ def evaluate_variation(env, policy: Policy, variation: str, seeds: list[int], vi
 
 
 @torch.no_grad()
-def evaluate_vec(env, policy: Policy, episodes: int, seed: int, max_chunks: int) -> dict:
-    """Success rate over `episodes` first episodes of a vector env (deterministic actions), in rounds of N envs.
+def evaluate_vec(env, policy: Policy, episodes: int, seed: int, max_episode_steps: int,
+                 n_action_steps: int = 0) -> dict:
+    """Success over `episodes` episodes of a vector env (deterministic actions); episode i uses seed + i.
 
-    Each round resets every env with its own seed and steps chunks until every env has ended one episode
-    (later episodes of the auto-reset are ignored). Returns {"success_rate", "ci95", "mean_return", "episodes"}.
-    """
+    Rounds of N envs: each round resets every env with its seed and steps chunks of `n_action_steps` actions (0: the
+    whole chunk, as `run_episode`) until each env of the round has ended its first episode (later episodes of the
+    auto-reset are ignored; an episode still running after `max_episode_steps` steps counts as a failure).
+    Returns {"success_rate", "ci95", "mean_return", "episodes", "seeds", "successes"}: per-seed outcomes in seed
+    order, so two evaluations over the same seeds can be paired."""
+    execute = actions_per_chunk(n_action_steps, policy.chunk_size)
+    max_chunks = math.ceil(max_episode_steps / execute) + 1
     device = next(policy.parameters()).device
-    n, successes, returns, done_total = env.num_envs, 0, [], 0
-    round_index = 0
-    while done_total < episodes:
-        seeds = [seed + round_index * n + i for i in range(n)]
-        obs = env.reset(seeds=seeds)
-        ended = torch.zeros(n, dtype=torch.bool)
-        ret = torch.zeros(n)
+    n, successes, returns = env.num_envs, [], []
+    for first in range(0, episodes, n):
+        count = min(n, episodes - first)  # the last round's surplus envs run but are not counted
+        obs = env.reset(seeds=[seed + first + i for i in range(n)])
+        ended, won, ret = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool), torch.zeros(n)
         for _ in range(max_chunks):
-            actions, _, _, _ = policy.sample({k: (v.to(device) if isinstance(v, torch.Tensor) else v)
-                                              for k, v in obs.items()}, explore=False)
-            obs, reward, terminated, truncated, info = env.step_chunk(actions.float().cpu())
+            actions = policy.sample({k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                                     for k, v in obs.items()}, explore=False)[0]
+            obs, reward, terminated, truncated, info = env.step_chunk(actions[:, :execute].float().cpu())
             ret += torch.where(ended, torch.zeros(n), torch.as_tensor(reward).float().sum(1))
             now = (torch.as_tensor(terminated) | torch.as_tensor(truncated)) & ~ended
-            for i in torch.nonzero(now).flatten().tolist():
-                if done_total < episodes:
-                    successes += bool(info["success"][i])
-                    returns.append(float(ret[i]))
-                    done_total += 1
+            won |= now & torch.as_tensor(info["success"]).bool()
             ended |= now
-            if bool(ended.all()):
+            if bool(ended[:count].all()):
                 break
-        for i in torch.nonzero(~ended).flatten().tolist():  # ran past max_chunks: a failure
-            if done_total < episodes:
-                returns.append(float(ret[i]))
-                done_total += 1
-        round_index += 1
-    return {"success_rate": successes / episodes, "ci95": wilson_interval(successes, episodes),
-            "mean_return": float(np.mean(returns)), "episodes": episodes}
+        successes += won[:count].tolist()
+        returns += ret[:count].tolist()
+    wins = sum(successes)
+    return {"success_rate": wins / episodes, "ci95": wilson_interval(wins, episodes),
+            "mean_return": float(np.mean(returns)), "episodes": episodes,
+            "seeds": [seed + i for i in range(episodes)], "successes": [bool(s) for s in successes]}

@@ -4,8 +4,10 @@
         rl.beta=0.2 envs=16 iterations=200 out=runs/stage2
     torchrun --nproc-per-node 2 -m cotrain.stage2 ...                  # DDP, each rank owns `envs` workers
     python -m cotrain.stage2 ... resume=runs/stage2                     # continues from its latest checkpoint
+    python -m cotrain.stage2 ... time_budget_s=500                      # stops with a checkpoint; rerun with resume
 
-Reads top to bottom: config → policy → real data → envs → loop (rollout, update, eval, checkpoint).
+Reads top to bottom: config → policy → real data → envs → loop (rollout, update, eval, checkpoint); `train` wires
+`build` (the parts), `Evaluator` (both domains through `cotrain.evaluation`) and `iteration_row` (the metrics).
 Writes out/ckpt/iter_N (policy checkpoint + trainer_rank{r}.pt), out/ckpt/LATEST, out/metrics.csv,
 out/success.png (success vs env steps in sim and real-proxy) and an offline wandb run.
 """
@@ -13,7 +15,6 @@ out/success.png (success vs env steps in sim and real-proxy) and an offline wand
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +32,9 @@ from cotrain.evaluation import evaluate_vec
 from cotrain.metrics import MetricsLogger, WandbConfig
 from cotrain.policies import load_policy, save_checkpoint
 from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, all_reduce_sum, init_distributed
-from cotrain.rl.distributed import gathered, savable_policy
+from cotrain.rl.distributed import DistInfo, gathered, savable_policy
 from cotrain.rl.pipeline import RolloutPipeline
+from cotrain.rl.rollout import RolloutStats
 
 log = logging.getLogger("cotrain.stage2")
 EVAL_DOMAINS = ("sim", "real_proxy")
@@ -48,7 +50,8 @@ class Stage2Config:
     task: dict[str, Any] = field(default_factory=dict)
     """Task config (configs/task/*.yaml)."""
     real: list[str] = field(default_factory=list)
-    """Real datasets for the anchor (robot recordings, or the real-proxy stand-in). Required when rl.beta > 0."""
+    """Real datasets for the anchor (robot recordings, or the real-proxy stand-in). Required when rl.beta > 0 unless
+    `train` is given the real data in memory."""
     rl: RLConfig = field(default_factory=RLConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     envs: int = 16
@@ -61,22 +64,25 @@ class Stage2Config:
     """Evaluate in sim and real-proxy every this many iterations (and before the first, and after the last)."""
     eval_episodes: int = 32
     """Episodes per domain per evaluation (0: no evaluation)."""
+    eval_n_action_steps: int = 0
+    """Actions executed from each chunk before the policy observes again in the evaluation (`cotrain.eval`'s
+    n_action_steps; 0 = the whole chunk). Training rollouts always execute whole chunks."""
     save_every: int = 10
     """Checkpoint period in iterations (the last iteration is always saved)."""
+    time_budget_s: float | None = None
+    """Wall-clock seconds this call may train (a machine with a time limit): the iteration that would end past it
+    (judged by the longest iteration so far) is the last; the run saves a checkpoint and returns before `iterations`,
+    and the same command with resume=<out> goes on exactly from there. 0: one iteration. None: no limit."""
     out: str = "runs/stage2"
     resume: str | None = None
     """A Stage II run directory (its ckpt/LATEST) or one of its ckpt/iter_N directories."""
     device: str = "auto"
     """auto | cpu | cuda (cuda:LOCAL_RANK under torchrun)."""
     seed: int = 0
-    real_in_memory: bool = False
-    """Experiments only: the real dataset is passed to `train` in memory instead of `real` paths."""
 
     def __post_init__(self) -> None:
-        if self.init is None and self.resume is None:
-            raise ValueError("stage2: give init=<Stage I checkpoint> (or resume=<Stage II run>)")
-        if self.rl.beta > 0 and not self.real and not self.real_in_memory:
-            raise ValueError(f"stage2: rl.beta={self.rl.beta} > 0 needs real=[<dataset>, ...] for the anchor")
+        if self.time_budget_s is not None and self.time_budget_s < 0:
+            raise ValueError(f"stage2: time_budget_s must be >= 0 or null, got {self.time_budget_s}")
 
 
 register_schema("stage2_schema", Stage2Config)
@@ -110,65 +116,130 @@ def save(out: Path, iteration: int, policy, trainer: PPOTrainer, rank: int, worl
         latest.replace(out / "ckpt" / "LATEST")
 
 
-def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = None) -> Path:
-    """Run Stage II; return the last checkpoint. `real_dataset` replaces `cfg.real` (in-memory experiments)."""
+@dataclass
+class Parts:
+    """What `build` makes for one rank: the policy, the training envs, the rollout pipeline and the trainer."""
+
+    info: DistInfo
+    task_cfg: Any
+    policy: Any
+    env: Any
+    rollouts: RolloutPipeline
+    trainer: PPOTrainer
+    resumed: bool
+
+
+def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> Parts:
+    """Policy (from Stage I or this run's latest checkpoint), real data for the anchor, envs, pipeline and trainer."""
     from cotrain.envs import make_env
     from cotrain.envs.config import TaskConfig
 
+    if cfg.init is None and cfg.resume is None:
+        raise ValueError("stage2: give init=<Stage I checkpoint> (or resume=<Stage II run>)")
+    if cfg.rl.beta > 0 and not cfg.real and real_dataset is None:
+        raise ValueError(f"stage2: rl.beta={cfg.rl.beta} > 0 needs real=[<dataset>, ...] for the anchor")
     info = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed + info.rank)
     spec = FeatureSpec()
-    out = Path(cfg.out)
     task_cfg = TaskConfig.from_dict(dict(cfg.task), source=f"configs/task/{cfg.task.get('task')}.yaml")
 
-    # policy: from Stage I, or from this run's latest checkpoint
     resume = resolve_resume(cfg.resume) if cfg.resume else None
     sharded = cfg.rl.data_parallel == "fsdp2" and info.world_size > 1  # shards move to the GPU in PPOTrainer
     policy = load_policy(resume or cfg.init, expected_spec=spec, device="cpu" if sharded else info.device,
                          overrides=None if resume else OmegaConf.to_container(OmegaConf.create(cfg.policy_overrides)))
-    H = policy.chunk_size
 
     # real data for the anchor: a fresh batch per PPO micro-batch
-    real = None
     if cfg.real and real_dataset is None:
-        real_dataset = torch.utils.data.ConcatDataset([load_dataset(r, spec, H) for r in cfg.real])
+        real_dataset = torch.utils.data.ConcatDataset([load_dataset(r, spec, policy.chunk_size) for r in cfg.real])
+    real = None
     if real_dataset is not None:
         real = RealBatchStream(real_dataset, cfg.rl.real_batch_size, seed=cfg.seed * 1000 + info.rank)
 
-    # envs: each rank owns its workers; rollouts in sim, evaluation in sim and real-proxy (rank 0)
+    # each rank owns its workers; rollouts in sim (rl.overlap_update: rollout k+1 during update k)
     env = make_env(task_cfg, "sim", "rgb", num_envs=cfg.envs, seed=cfg.seed * 1000 + info.rank, backend=cfg.backend)
-    rollouts = RolloutPipeline(env, policy, cfg.rl, rank=info.rank)  # rl.overlap_update: rollout k+1 during update k
+    rollouts = RolloutPipeline(env, policy, cfg.rl, rank=info.rank)
     trainer = PPOTrainer(policy, cfg.rl, real, info)
     if resume:
         trainer.load_state_dict(torch.load(resume / f"trainer_rank{info.rank}.pt", weights_only=False))
         log.info("resumed from %s at iteration %d", resume, trainer.iteration)
-    eval_envs: dict[str, Any] = {}
-    max_chunks = math.ceil(task_cfg.max_episode_steps / H) + 1
+    return Parts(info, task_cfg, policy, env, rollouts, trainer, resume is not None)
 
-    def evaluate(env_steps: float) -> dict[str, float]:
-        row = {"env_steps": env_steps}
+
+class Evaluator:
+    """Stage II's periodic evaluation in sim and the real-proxy (`cotrain.evaluation.evaluate_vec`, rank 0); its
+    vector envs are built on first use and kept."""
+
+    def __init__(self, cfg: Stage2Config, task_cfg, info: DistInfo):
+        self.cfg, self.task_cfg, self.info = cfg, task_cfg, info
+        self.envs: dict[str, Any] = {}
+
+    def __call__(self, policy, iteration: int, env_steps: float) -> dict[str, float]:
+        from cotrain.envs import make_env
+
+        cfg, row = self.cfg, {"env_steps": env_steps}
         with gathered(policy):  # every rank (fsdp2: one all-gather); rank 0 then samples without collectives
-            if info.is_main and cfg.eval_episodes > 0:
+            if self.info.is_main and cfg.eval_episodes > 0:
                 policy.eval()
                 for d in EVAL_DOMAINS:
-                    if d not in eval_envs:
-                        eval_envs[d] = make_env(task_cfg, d, "rgb", num_envs=min(cfg.envs, cfg.eval_episodes),
+                    if d not in self.envs:
+                        self.envs[d] = make_env(self.task_cfg, d, "rgb", num_envs=min(cfg.envs, cfg.eval_episodes),
                                                 seed=10_000, backend=cfg.backend)
-                    r = evaluate_vec(eval_envs[d], policy, cfg.eval_episodes, seed=1_000_000, max_chunks=max_chunks)
+                    r = evaluate_vec(self.envs[d], policy, cfg.eval_episodes, seed=1_000_000,
+                                     max_episode_steps=self.task_cfg.max_episode_steps,
+                                     n_action_steps=cfg.eval_n_action_steps)
                     row[f"eval/{d}_success"] = r["success_rate"]
-                    log.info("iteration %d: %s success %.1f%% (95%% CI %.1f-%.1f%%)", trainer.iteration, d,
+                    log.info("iteration %d: %s success %.1f%% (95%% CI %.1f-%.1f%%)", iteration, d,
                              100 * r["success_rate"], 100 * r["ci95"][0], 100 * r["ci95"][1])
                 policy.train()
-        if info.world_size > 1:
+        if self.info.world_size > 1:
             dist.barrier()
         return row
 
+    def close(self) -> None:
+        for e in self.envs.values():
+            e.close()
+
+
+def iteration_row(update: dict[str, float], stats: RolloutStats, wall_s: float, env_steps_before: float,
+                  info: DistInfo) -> dict[str, float]:
+    """One iteration's metrics over all ranks; "env_steps" is the run's total after this iteration."""
+    roll = all_reduce_sum(asdict(stats) | {"wall_s": wall_s}, info)
+    world = info.world_size
+    return {f"train/{k}": v for k, v in update.items()} | {
+        "env_steps": env_steps_before + roll["env_steps"],
+        "rollout/success": roll["successes"] / max(roll["episodes"], 1),
+        "rollout/return": roll["episode_return_sum"] / max(roll["episodes"], 1),
+        # env-steps/s over all ranks: the whole loop (iteration wall time; the rollout may have run during the
+        # previous update), the raw vector env (time inside env stepping), the rollout alone (its wall time)
+        "perf/loop_sps": roll["env_steps"] / (roll["wall_s"] / world),
+        "perf/env_sps": roll["env_steps"] / (roll["env_s"] / world),
+        "perf/rollout_sps": roll["env_steps"] / (roll["collect_s"] / world),
+    }
+
+
+def last_in_budget(cfg: Stage2Config, start: float, iteration_s: float, info: DistInfo) -> bool:
+    """Whether the iteration about to start should be this call's last: cfg.time_budget_s would be spent by the end
+    of another iteration as long as the longest so far (all ranks agree: any rank's verdict stops every rank)."""
+    if cfg.time_budget_s is None:
+        return False
+    late = float(time.perf_counter() - start + iteration_s >= cfg.time_budget_s)
+    return all_reduce_sum({"late": late}, info)["late"] > 0
+
+
+def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = None) -> Path:
+    """Run Stage II (until cfg.iterations, or cfg.time_budget_s); return the last checkpoint saved.
+    `real_dataset` (in memory, e.g. demos generated by `cotrain.experiment`) replaces `cfg.real`."""
+    start = time.perf_counter()
+    parts = build(cfg, real_dataset)
+    info, policy, trainer, rollouts = parts.info, parts.policy, parts.trainer, parts.rollouts
+    out = Path(cfg.out)
+    evaluate = Evaluator(cfg, parts.task_cfg, info)
     cfg_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     metrics = MetricsLogger(out, cfg.wandb, OmegaConf.to_container(OmegaConf.structured(cfg)),
-                            resume=resume is not None) if info.is_main else None
+                            resume=parts.resumed) if info.is_main else None
     env_steps = metrics.rows[-1].get("env_steps", 0.0) if metrics and metrics.rows else 0.0
     if trainer.iteration == 0:
-        row0 = evaluate(env_steps)  # every rank: evaluate() holds a barrier (and fsdp2's all-gather)
+        row0 = evaluate(policy, 0, env_steps)  # every rank: evaluate() holds a barrier (and fsdp2's all-gather)
         if metrics is not None:
             metrics.log(0, row0)
     bar = tqdm(range(trainer.iteration, cfg.iterations), initial=trainer.iteration, total=cfg.iterations,
@@ -179,43 +250,42 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
         return evaluates or it % cfg.save_every == 0 or it >= cfg.iterations
 
     last_update_end = None  # set while a rollout runs in the background: the next iteration's wall time starts there
+    saved, iteration_s = None, 0.0
     for _ in bar:
         t0 = time.perf_counter()
-        buffer, stats = rollouts.rollout(trainer.iteration, prefetch_next=not drains_before(trainer.iteration + 1))
+        final = last_in_budget(cfg, start, iteration_s, info)  # then drain: the checkpoint resumes exactly
+        buffer, stats = rollouts.rollout(trainer.iteration,
+                                         prefetch_next=not (final or drains_before(trainer.iteration + 1)))
         update = trainer.update(buffer)
         t1 = time.perf_counter()
         wall = t1 - (last_update_end or t0)  # evaluation and checkpoints (after a drain) are not loop time
+        iteration_s = max(iteration_s, t1 - t0)
         last_update_end = t1 if rollouts.pending is not None else None
-        roll = all_reduce_sum(asdict(stats) | {"wall_s": wall}, info)
         it = trainer.iteration
-        env_steps += roll["env_steps"]
-        row = {f"train/{k}": v for k, v in update.items()} | {
-            "env_steps": env_steps,
-            "rollout/success": roll["successes"] / max(roll["episodes"], 1),
-            "rollout/return": roll["episode_return_sum"] / max(roll["episodes"], 1),
-            # env-steps/s over all ranks: the whole loop (iteration wall time; the rollout may have run during the
-            # previous update), the raw vector env (time inside env stepping), the rollout alone (its wall time)
-            "perf/loop_sps": roll["env_steps"] / (roll["wall_s"] / info.world_size),
-            "perf/env_sps": roll["env_steps"] / (roll["env_s"] / info.world_size),
-            "perf/rollout_sps": roll["env_steps"] / (roll["collect_s"] / info.world_size),
-        }
+        row = iteration_row(update, stats, wall, env_steps, info)
+        env_steps = row["env_steps"]
+        stop = final and it < cfg.iterations
         if it % cfg.eval_every == 0 or it == cfg.iterations:
-            row |= evaluate(env_steps)
+            row |= evaluate(policy, it, env_steps)
         if metrics is not None:
             metrics.log(it, row)
             bar.set_postfix(success=f"{row['rollout/success']:.2f}", sps=f"{row['perf/loop_sps']:.0f}")
-        if it % cfg.save_every == 0 or it == cfg.iterations:
+        if it % cfg.save_every == 0 or it == cfg.iterations or stop:
             save(out, it, policy, trainer, info.rank, info.world_size, cfg_yaml)
+            saved = it
+        if stop:
+            log.info("time budget of %.0f s spent after iteration %d of %d: stopped (resume=%s goes on)",
+                     cfg.time_budget_s, it, cfg.iterations, out)
+            break
     if metrics is not None:
         metrics.plot(["eval/sim_success", "eval/real_proxy_success"], x_key="env_steps", name="success",
                      ylabel="success rate (real_proxy = simulated stand-in for real)")
         metrics.plot(["train/pg_loss", "train/v_loss", "train/sft_loss"], name="losses", ylabel="loss")
         metrics.close()
     rollouts.close()
-    env.close()
-    for e in eval_envs.values():
-        e.close()
-    return out / "ckpt" / f"iter_{trainer.iteration}"
+    parts.env.close()
+    evaluate.close()
+    return out / "ckpt" / f"iter_{saved if saved is not None else trainer.iteration}"
 
 
 @hydra.main(config_path="../configs", config_name="stage2", version_base="1.3")

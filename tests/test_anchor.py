@@ -15,7 +15,7 @@ from cotrain.rl.config import RLConfig
 from cotrain.rl.ppo_loss import policy_loss, value_loss
 from cotrain.rl.rollout import RolloutCollector
 from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
-from cotrain.rl.trainer import PPOTrainer
+from cotrain.rl.trainer import PPOTrainer, training_batch
 
 H = 2
 
@@ -49,7 +49,7 @@ def test_gradient_is_ppo_gradient_plus_beta_times_sft_gradient():
     policy, cfg, buffer = make(beta=0.2)
     batch = real_batch()
     trainer = PPOTrainer(policy, cfg, iter([batch]))  # exactly one real batch may be drawn
-    mb = buffer.flatten()
+    mb = training_batch(buffer, cfg)
     params = list(policy.parameters())
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.backward_micro_batch(mb)
@@ -83,7 +83,8 @@ def test_beta_zero_real_batch_has_no_effect():
 
 def test_anchor_alone_changes_the_weights_towards_the_real_data():
     policy, cfg, buffer = make(beta=1.0, vf_coef=0.0, ent_coef=0.0, update_epochs=3)
-    buffer.advantages = torch.zeros_like(buffer.advantages)  # no policy-gradient signal: only the anchor moves weights
+    for x in (buffer.rewards, buffer.values, buffer.final_values, buffer.last_value):
+        x.zero_()  # zero advantages (GAE of zero rewards and values): only the anchor moves weights
     held_out = real_batch(seed=1)
     before_sft = policy.sft_loss(held_out).item()
     before = copy.deepcopy(policy.state_dict())
@@ -97,7 +98,7 @@ def test_logged_terms_are_the_backpropagated_terms():
     # norm_adv=False: with normalised advantages pg_loss at ratio 1 is 0 up to rounding, a weak check
     policy, cfg, buffer = make(beta=0.3, num_minibatches=1, update_epochs=1, norm_adv=False)
     batch = real_batch()
-    mb = buffer.flatten()
+    mb = training_batch(buffer, cfg)
     with torch.no_grad():
         pg_loss, v_loss, entropy, sft_loss = (x.item() for x in independent_terms(policy, cfg, mb, batch))
     metrics = PPOTrainer(policy, cfg, iter([batch])).update(buffer)

@@ -20,7 +20,7 @@ from cotrain.rl.config import RLConfig
 from cotrain.rl.distributed import PolicyStep, all_reduce_sum, init_distributed
 from cotrain.rl.rollout import RolloutCollector
 from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
-from cotrain.rl.trainer import PPOTrainer
+from cotrain.rl.trainer import PPOTrainer, training_batch
 
 H = 2
 
@@ -76,7 +76,7 @@ def train_on_this_rank(out_dir: str, bypass_ddp: bool, device: str, policy_kind:
         out = {"init": init, "start": flat(policy)}
 
         if not bypass_ddp:  # one micro-batch: DDP's gradient = the mean over ranks of the local gradients
-            mb = collector.collect(0)[0].flatten()
+            mb = training_batch(collector.collect(0)[0], cfg)
             trainer.real_batches = itertools.repeat(next(stream))
             ddp_step, trainer.step_module = trainer.step_module, PolicyStep(policy)
             trainer.optimizer.zero_grad(set_to_none=True)

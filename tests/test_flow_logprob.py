@@ -13,6 +13,7 @@ from test_policies_support import HEADS, TINY_SPEC, obs_of, stats_of, synthetic_
 
 from cotrain.policies import flow_logprob as fl
 from cotrain.policies import make_policy
+from cotrain.policies.flow_head import FlowNoise
 
 
 def test_time_grid_and_sigma_hand_values():
@@ -177,7 +178,7 @@ def test_flow_sde_evaluate_scores_each_row_at_its_own_step_in_one_velocity_call(
             return velocity(x, t)
 
         one_step = chain.evaluate(counted, aux)
-        every_step = chain._score_every_step(velocity, aux["chain"], aux["stochastic"])
+        every_step = FlowNoise(chain).score(velocity, aux["chain"], aux["stochastic"])  # every step, SDE transitions
     assert calls == [6]  # one call for the whole batch (scoring every step would make K = 4)
     torch.testing.assert_close(one_step[0], every_step[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(one_step[1], every_step[1], rtol=1e-6, atol=1e-6)

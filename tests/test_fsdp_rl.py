@@ -2,7 +2,7 @@
 
 Each rank starts from its own random weights (both wrappers must take rank 0's), draws its own rollout and real
 batches, and takes the same optimizer steps (2 micro-batches each: gradient sync only on the last) under DDP and
-under FSDP2. The GPU version (nccl, memory per rank) is experiments/fsdp_check.py.
+under FSDP2. The GPU version (nccl, memory per rank) is benchmarks/fsdp_check.py.
 """
 
 import dataclasses
@@ -23,7 +23,7 @@ from cotrain.rl.distributed import (
 from cotrain.rl.ppo_loss import policy_loss, value_loss
 from cotrain.rl.rollout import RolloutCollector
 from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
-from cotrain.rl.trainer import PPOTrainer, make_optimizer
+from cotrain.rl.trainer import PPOTrainer, make_optimizer, training_batch
 
 H = 2
 CFG = RLConfig(num_steps=3, lr=1e-2, value_lr=1e-2, beta=0.2, real_batch_size=4, num_minibatches=2, micro_batches=2,
@@ -83,7 +83,7 @@ def rollout_data(make, start: dict, rank: int):
     policy, env, real = make()
     policy.load_state_dict(start)
     torch.manual_seed(7 + rank)
-    batch = RolloutCollector(env, policy, CFG, rank=rank).collect(0)[0].flatten()
+    batch = training_batch(RolloutCollector(env, policy, CFG, rank=rank).collect(0)[0], CFG)
     micro = [batch.rows(i) for i in torch.tensor_split(torch.arange(len(batch)), 2)]
     stream = RealBatchStream(real, CFG.real_batch_size, seed=rank)
     return micro, [next(stream) for _ in micro]
@@ -189,6 +189,8 @@ def single_process_reference(r0: dict, r1: dict, steps: list[int]) -> dict:
     from cotrain.rl.rollout import Batch
 
     def cat(a, b):
+        if a is None:  # prox_logprobs: filled by the trainer
+            return None
         if isinstance(a, torch.Tensor):
             return torch.cat([a, b])
         if isinstance(a, list):

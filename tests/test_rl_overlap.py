@@ -13,7 +13,7 @@ from cotrain.rl.config import RLConfig
 from cotrain.rl.pipeline import RolloutPipeline
 from cotrain.rl.rollout import RolloutCollector
 from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
-from cotrain.rl.trainer import PPOTrainer
+from cotrain.rl.trainer import PPOTrainer, training_batch
 from cotrain.rl.vec_env import cat_obs
 
 H = 2
@@ -65,7 +65,7 @@ def test_grouped_rollout_matches_one_group_and_sends_before_it_waits():
     # group 1's chunk is sent before group 0's result is awaited, and group 0's next chunk before group 1's wait
     assert env.calls[:6] == [("send", 0), ("send", 1), ("wait", 0), ("send", 0), ("wait", 1), ("send", 1)]
     assert len(env.calls) == 2 * 2 * cfg.num_steps
-    for name in ("rewards", "values", "logprobs", "final_values", "advantages", "returns"):
+    for name in ("rewards", "values", "logprobs", "final_values", "last_value"):
         torch.testing.assert_close(getattr(grouped, name), getattr(one, name), msg=name)  # up to batch-size rounding
     assert torch.equal(grouped.terminated, one.terminated) and torch.equal(grouped.truncated, one.truncated)
     assert one.truncated.any() and one.final_values.abs().sum() > 0  # the bootstrap path ran
@@ -114,7 +114,8 @@ def test_overlapped_rollout_is_sampled_by_the_weights_from_before_the_update():
     trainer.update(buffer0)  # θ_0 → θ_1 while rollout 1 runs
     buffer1, _ = pipeline.rollout(1, prefetch_next=False)
     pipeline.close()
-    batch = buffer1.flatten()
+    assert buffer1.policy_lag == 1 and buffer0.policy_lag == 0  # the trainer re-scores the lagged one
+    batch = training_batch(buffer1, trainer.cfg)
     with torch.no_grad():
         under_theta0 = theta0.evaluate(batch.obs, batch.aux)[0]
         under_theta1 = policy.evaluate(batch.obs, batch.aux)[0]

@@ -6,6 +6,7 @@ import torch
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.rl.config import RLConfig
 from cotrain.rl.rollout import RolloutBuffer, RolloutCollector
+from cotrain.rl.trainer import rollout_gae
 from cotrain.rl.toys import ToyPolicy
 from cotrain.rl.vec_env import check_step
 
@@ -69,7 +70,8 @@ def test_collector_sums_chunk_rewards_and_bootstraps_only_truncations():
     assert (stats.episodes, stats.successes, stats.episode_return_sum, stats.env_steps) == (2, 1, 12.0, 3 * N * H)
     assert stats.env_s > 0 and stats.policy_s > 0
     # the last value bootstraps env 0's unfinished episode: returns = advantages + values everywhere
-    torch.testing.assert_close(buffer.returns, buffer.advantages + buffer.values)
+    advantages, returns = rollout_gae(buffer, 0.99, 0.95)
+    torch.testing.assert_close(returns, advantages + buffer.values)
 
 
 def test_flatten_keeps_rows_aligned():
@@ -79,8 +81,7 @@ def test_flatten_keeps_rows_aligned():
         obs = {STATE_KEY: state, TASK_KEY: [f"{t}{n}" for n in range(3)]}
         buffer.add(obs, {"actions": torch.arange(3.0) + 10 * t}, torch.arange(3.0) + 10 * t, torch.zeros(3),
                    torch.zeros(3), torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool), torch.zeros(3))
-    buffer.compute_returns(torch.zeros(3), 0.99, 0.95)
-    rows = buffer.flatten().rows(torch.tensor([4, 1]))  # row t*N + n: (t=1, n=1) and (t=0, n=1)
+    rows = buffer.flatten(torch.zeros(2, 3), torch.zeros(2, 3)).rows(torch.tensor([4, 1]))  # row t*N + n: (t=1, n=1) and (t=0, n=1)
     assert rows.obs[TASK_KEY] == ["11", "01"]
     torch.testing.assert_close(rows.obs[STATE_KEY][:, 0], torch.tensor([1.1, 0.1]))
     torch.testing.assert_close(rows.aux["actions"], rows.logprobs)

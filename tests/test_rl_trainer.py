@@ -28,16 +28,18 @@ def flat_params(policy):
     return torch.cat([p.detach().flatten() for p in policy.parameters()])
 
 
-def test_ppo_ratio_is_exactly_one_on_the_first_epoch_before_any_update():
+def test_ppo_ratio_is_one_before_any_update_and_a_lagged_rollout_is_rescored():
     torch.manual_seed(0)
     policy = ToyPolicy(chunk_size=H)
     cfg = RLConfig(num_steps=4, beta=0.0, lr=1e-2, num_minibatches=3, micro_batches=2)
     buffer = rollout(policy, cfg)
     first = PPOTrainer(policy, cfg, None).update(buffer)
-    # ratio vs the proximal policy (the weights the update starts from): exact by construction; vs the sampler's
-    # log-probs: equal up to CPU kernels rounding differently for the rollout's and the minibatches' batch sizes
-    assert first["initial_ratio_dev"] == 0.0 and first["behav_ratio_dev"] < 1e-5
-    # and a mismatch would show: after the update the same rollout's log-probs are no longer those of the weights
+    # sampled by the current weights: the recorded log-probs are π_prox (no re-scoring, so no deviation from them);
+    # the first forward equals them up to CPU kernels rounding differently for the rollout's and the minibatch's sizes
+    assert first["behav_ratio_dev"] == 0.0 and first["initial_ratio_dev"] < 1e-5
+    # the same rollout after an update is one update old: re-scored, the ratio vs π_prox is exactly 1 at the first
+    # forward, and the sampler's log-probs are visibly not those of the current weights
+    buffer.policy_lag = 1
     second = PPOTrainer(policy, cfg, None).update(buffer)
     assert second["initial_ratio_dev"] == 0.0 and second["behav_ratio_dev"] > 1e-4
 

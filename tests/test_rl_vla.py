@@ -70,3 +70,20 @@ def test_value_detach_keeps_the_value_loss_out_of_the_trunk(detach):
     trunk_grad = sum(p.grad.abs().sum() for n, p in policy.named_parameters() if n.startswith("trunk.") and p.grad is not None)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in policy.named_parameters() if n.startswith("value_head."))
     assert (trunk_grad == 0) == detach
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_value_is_the_sampled_value_without_running_the_action_head(head, monkeypatch):
+    torch.manual_seed(0)
+    demos = synthetic_batch(6, chunk=H)
+    policy = make_policy(tiny_config(HEADS[head], chunk_size=H), TINY_SPEC, stats_of(demos)).eval()
+    obs = obs_of(demos)
+    sampled = policy.sample(obs, explore=False)[2]
+
+    def no_denoising(*args, **kwargs):
+        raise AssertionError("value() ran the action head")
+
+    monkeypatch.setattr(policy.head, "sample", no_denoising)
+    value = policy.value(obs)
+    assert value.shape == (6,) and value.abs().max() > 0
+    torch.testing.assert_close(value, sampled)

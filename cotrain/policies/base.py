@@ -24,7 +24,8 @@ Aux = dict[str, torch.Tensor]
 class Policy(nn.Module, ABC):
     """Actor-critic over action chunks.
 
-    `sample` acts; `evaluate` re-scores what `sample` did (the PPO ratio); `sft_loss` is the supervised loss
+    `sample` acts; `evaluate` re-scores what `sample` did (the PPO ratio); `value` is V(s) alone; `sft_loss` is the
+    supervised loss
     (flow matching or token cross-entropy) used by Stage I and by Stage II's real-data anchor.
     """
 
@@ -45,6 +46,14 @@ class Policy(nn.Module, ABC):
     @abstractmethod
     def evaluate(self, obs: Obs, aux: Aux) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (logprob [B], entropy [B], value [B]) of the actions recorded in `aux` under current weights."""
+
+    def value(self, obs: Obs) -> torch.Tensor:
+        """V(s) [B] of raw observations, without sampling actions (Stage II's GAE bootstraps).
+
+        This default takes the value of a deterministic `sample`, i.e. a full denoise; a policy whose value head
+        reads only the observation's features overrides it to skip the action head."""
+        with torch.no_grad():
+            return self.sample(obs, explore=False)[2]
 
     @abstractmethod
     def sft_loss(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -26,47 +26,99 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Te
 """(x_t [B, H, A], t [B]) -> (v_θ(x_t, t) [B, H, A], features [B, H, F] for Flow-Noise's noise network)."""
 
 
+def _stochastic_step(stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, k): each row's index and its one stochastic step k_b, for indexing [B, K, …] tensors at k_b."""
+    return torch.arange(stochastic.shape[0], device=stochastic.device), stochastic.to(torch.int64).argmax(dim=1)
+
+
+class FlowSDE:
+    """Flow-SDE (πRL): one step k ~ U{0, …, K−1} per sample is an SDE step with σ_t = a·√(t/(1−t)); the others are
+    ODE steps. Only that step has a density, so scoring needs one velocity call per row."""
+
+    def __init__(self, chain: "FlowChain") -> None:
+        self.chain, self.cfg = chain, chain.cfg
+        self.stochastic_per_row = 1
+
+    def stochastic_steps(self, batch: int, device: torch.device) -> torch.Tensor:
+        """One random stochastic step per sample (a mask built without a host sync)."""
+        k = rng.randint(0, self.cfg.num_steps, (batch,), device)
+        return torch.arange(self.cfg.num_steps, device=device) == k[:, None]
+
+    def transition(self, x, v, h, t, delta, stochastic):  # noqa: ANN001, ARG002  (h unused by Flow-SDE)
+        sigma = fl.flow_sde_sigma(t, self.cfg.sde_noise_level, self.cfg.num_steps)
+        sde_mean, std = fl.flow_sde_step(x, v, t, delta, sigma)
+        return torch.where(stochastic[:, None, None], sde_mean, fl.ode_step(x, v, delta)), std
+
+    def chain_logprob(self, chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor,
+                      stochastic: torch.Tensor) -> torch.Tensor:
+        """`fl.chain_logprob` for exactly one stochastic step per row, summed as `score` sums it."""
+        rows, k = _stochastic_step(stochastic)
+        return fl.one_step_logprob(chain[rows, k + 1], means[rows, k], stds[rows, k])
+
+    def score(self, velocity: VelocityFn, chain: torch.Tensor, stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Only row b's stochastic step k_b has a density, log N(x_{k_b+1}; μ_{k_b}(x_{k_b}), s²), so one velocity call
+        on the rows' own (x_{k_b}, t_{k_b}) scores the whole batch (K times fewer decoder passes in every PPO forward
+        than scoring every step and masking)."""
+        num_steps = self.cfg.num_steps
+        rows, k = _stochastic_step(stochastic)
+        x, x_next = chain[rows, k], chain[rows, k + 1]
+        t = fl.time_grid(num_steps).to(chain.device, chain.dtype)[k]
+        v, h = velocity(x, t)
+        mean, std = self.transition(x, v, h, t, 1.0 / num_steps, torch.ones_like(rows, dtype=torch.bool))
+        return fl.one_step_logprob(x_next, mean, std), fl.gaussian_entropy(std).flatten(1).sum(dim=1)
+
+
+class FlowNoise:
+    """Flow-Noise (πRL): every step is an ODE step plus learnt Gaussian noise (the chain's noise network); the joint
+    log-density of the chain needs the velocity at all K steps."""
+
+    def __init__(self, chain: "FlowChain") -> None:
+        self.chain, self.cfg = chain, chain.cfg
+        self.stochastic_per_row = chain.cfg.num_steps
+
+    def stochastic_steps(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.ones(batch, self.cfg.num_steps, dtype=torch.bool, device=device)
+
+    def transition(self, x, v, h, t, delta, stochastic):  # noqa: ANN001, ARG002
+        return fl.ode_step(x, v, delta), self.chain.noise_std(h)
+
+    def chain_logprob(self, chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor,
+                      stochastic: torch.Tensor) -> torch.Tensor:
+        return fl.chain_logprob(chain, means, stds, stochastic)
+
+    def score(self, velocity: VelocityFn, chain: torch.Tensor, stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        steps = [self.chain.step(velocity, chain[:, k].contiguous(), k, stochastic[:, k])
+                 for k in range(self.cfg.num_steps)]
+        means, stds = torch.stack([m for m, _ in steps], 1), torch.stack([s for _, s in steps], 1)
+        return fl.chain_logprob(chain, means, stds, stochastic), fl.chain_entropy(stds, stochastic)
+
+
+RL_METHODS = {"flow_sde": FlowSDE, "flow_noise": FlowNoise}
+"""`FlowHeadConfig.rl_method` → how the chain is made stochastic and scored (mapped once, in FlowChain)."""
+
+
 class FlowChain(nn.Module):
-    """Samples and scores the K-step denoising chain of any flow policy, given its velocity function; owns the
-    Flow-Noise noise network (built for both methods, so a Stage I checkpoint serves either)."""
+    """Samples and scores the K-step denoising chain of any flow policy, given its velocity function, with the
+    config's method (`RL_METHODS`); owns the Flow-Noise noise network (built for both methods, so a Stage I checkpoint
+    serves either)."""
 
     def __init__(self, cfg: FlowHeadConfig, chunk_size: int, action_dim: int, feature_dim: int) -> None:
         super().__init__()
         self.cfg, self.chunk_shape = cfg, (chunk_size, action_dim)
         self.noise_net = nn.Sequential(nn.Linear(feature_dim, feature_dim // 2), nn.Tanh(),
                                        nn.Linear(feature_dim // 2, action_dim))
-        self._stochastic_steps = {"flow_sde": self._one_random_step, "flow_noise": self._every_step}[cfg.rl_method]
-        self._transition = {"flow_sde": self._sde_transition, "flow_noise": self._noise_transition}[cfg.rl_method]
-        self._score = {"flow_sde": self._score_one_step, "flow_noise": self._score_every_step}[cfg.rl_method]
-        self._chain_logprob = {"flow_sde": self._one_step_chain_logprob, "flow_noise": fl.chain_logprob}[cfg.rl_method]
-        self._stochastic_per_row = {"flow_sde": 1, "flow_noise": cfg.num_steps}[cfg.rl_method]
+        self.method = RL_METHODS[cfg.rl_method](self)
 
     def noise_std(self, h: torch.Tensor) -> torch.Tensor:
         """Flow-Noise: s = s_min + (s_max − s_min)·sigmoid(net(h)), per chunk step and action dim."""
         lo, hi = self.cfg.noise_std_min, self.cfg.noise_std_max
         return lo + (hi - lo) * torch.sigmoid(self.noise_net(h))
 
-    def _one_random_step(self, batch: int, device: torch.device) -> torch.Tensor:
-        """Flow-SDE: one step k ~ U{0, …, K−1} per sample is stochastic (a mask built without a host sync)."""
-        k = rng.randint(0, self.cfg.num_steps, (batch,), device)
-        return torch.arange(self.cfg.num_steps, device=device) == k[:, None]
-
-    def _every_step(self, batch: int, device: torch.device) -> torch.Tensor:
-        return torch.ones(batch, self.cfg.num_steps, dtype=torch.bool, device=device)
-
-    def _sde_transition(self, x, v, h, t, delta, stochastic):  # noqa: ANN001, ARG002  (h unused by Flow-SDE)
-        sigma = fl.flow_sde_sigma(t, self.cfg.sde_noise_level, self.cfg.num_steps)
-        sde_mean, std = fl.flow_sde_step(x, v, t, delta, sigma)
-        return torch.where(stochastic[:, None, None], sde_mean, fl.ode_step(x, v, delta)), std
-
-    def _noise_transition(self, x, v, h, t, delta, stochastic):  # noqa: ANN001, ARG002
-        return fl.ode_step(x, v, delta), self.noise_std(h)
-
-    def _step(self, velocity: VelocityFn, x: torch.Tensor, k: int, stochastic_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, velocity: VelocityFn, x: torch.Tensor, k: int, stochastic_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of x_{k+1} given x_k; the same call in `denoise` and `evaluate`, so they agree bit for bit."""
         t = torch.full((x.shape[0],), float(fl.time_grid(self.cfg.num_steps)[k]), device=x.device, dtype=x.dtype)
         v, h = velocity(x, t)
-        return self._transition(x, v, h, t, 1.0 / self.cfg.num_steps, stochastic_k)
+        return self.method.transition(x, v, h, t, 1.0 / self.cfg.num_steps, stochastic_k)
 
     def draw_noise(self, batch: int, device: torch.device, explore: bool) -> Noise:
         """The chain's random numbers, drawn before any network runs:
@@ -78,7 +130,7 @@ class FlowChain(nn.Module):
             x0 = torch.zeros(shape, device=device) if self.cfg.eval_init == "zero" else rng.randn(shape, device)
             return {"x0": x0, "stochastic": torch.zeros(batch, k, dtype=torch.bool, device=device)}
         x0 = rng.randn(shape, device)
-        stochastic = self._stochastic_steps(batch, device)
+        stochastic = self.method.stochastic_steps(batch, device)
         return {"x0": x0, "stochastic": stochastic, "eps": rng.randn((batch, k, *self.chunk_shape), device)}
 
     def denoise(self, velocity: VelocityFn, explore: bool, noise: Noise) -> tuple[torch.Tensor, torch.Tensor, Aux]:
@@ -88,12 +140,12 @@ class FlowChain(nn.Module):
         x, stochastic = noise["x0"], noise["stochastic"]
         chain, means, stds = [x], [], []
         for k in range(self.cfg.num_steps):
-            mean, std = self._step(velocity, x, k, stochastic[:, k])
+            mean, std = self.step(velocity, x, k, stochastic[:, k])
             x = torch.where(stochastic[:, k, None, None], mean + std * noise["eps"][:, k], mean) if explore else mean
             chain.append(x), means.append(mean), stds.append(std)
         chain_t = torch.stack(chain, dim=1)
         if explore:
-            logprob = self._chain_logprob(chain_t, torch.stack(means, 1), torch.stack(stds, 1), stochastic)
+            logprob = self.method.chain_logprob(chain_t, torch.stack(means, 1), torch.stack(stds, 1), stochastic)
         else:
             logprob = torch.full((x.shape[0],), float("nan"), device=x.device)
         return x, logprob, {"chain": chain_t, "stochastic": stochastic}
@@ -113,38 +165,11 @@ class FlowChain(nn.Module):
         if fewest == 0:
             raise ValueError("aux has rows without a stochastic denoising step: they come from sample(explore=False), "
                              "which has no log-probability")
-        if fewest != self._stochastic_per_row or most != self._stochastic_per_row:
+        per_row = self.method.stochastic_per_row
+        if fewest != per_row or most != per_row:
             raise ValueError(f"aux['stochastic'] has {fewest}..{most} stochastic steps per row; this chain "
-                             f"({self.cfg.rl_method}) records {self._stochastic_per_row}")
-        return self._score(velocity, chain, stochastic)
-
-    def _score_every_step(self, velocity: VelocityFn, chain: torch.Tensor, stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow-Noise: every transition is stochastic, so the joint log-prob needs the velocity at all K steps."""
-        steps = [self._step(velocity, chain[:, k].contiguous(), k, stochastic[:, k]) for k in range(self.cfg.num_steps)]
-        means, stds = torch.stack([m for m, _ in steps], 1), torch.stack([s for _, s in steps], 1)
-        return fl.chain_logprob(chain, means, stds, stochastic), fl.chain_entropy(stds, stochastic)
-
-    @staticmethod
-    def _stochastic_step(stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows, k): each row's index and its one stochastic step k_b, for indexing [B, K, …] tensors at k_b."""
-        return torch.arange(stochastic.shape[0], device=stochastic.device), stochastic.to(torch.int64).argmax(dim=1)
-
-    def _one_step_chain_logprob(self, chain: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, stochastic: torch.Tensor) -> torch.Tensor:
-        """`fl.chain_logprob` for exactly one stochastic step per row, summed as `_score_one_step` sums it."""
-        rows, k = self._stochastic_step(stochastic)
-        return fl.one_step_logprob(chain[rows, k + 1], means[rows, k], stds[rows, k])
-
-    def _score_one_step(self, velocity: VelocityFn, chain: torch.Tensor, stochastic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow-SDE: only row b's stochastic step k_b has a density, log N(x_{k_b+1}; μ_{k_b}(x_{k_b}), s²), so one
-        velocity call on the rows' own (x_{k_b}, t_{k_b}) scores the whole batch (K times fewer decoder passes in
-        every PPO forward than scoring every step and masking)."""
-        num_steps = self.cfg.num_steps
-        rows, k = self._stochastic_step(stochastic)
-        x, x_next = chain[rows, k], chain[rows, k + 1]
-        t = fl.time_grid(num_steps).to(chain.device, chain.dtype)[k]
-        v, h = velocity(x, t)
-        mean, std = self._transition(x, v, h, t, 1.0 / num_steps, torch.ones_like(rows, dtype=torch.bool))
-        return fl.one_step_logprob(x_next, mean, std), fl.gaussian_entropy(std).flatten(1).sum(dim=1)
+                             f"({self.cfg.rl_method}) records {per_row}")
+        return self.method.score(velocity, chain, stochastic)
 
 
 @dataclass

@@ -127,6 +127,11 @@ class LeRobotVLAPolicy(Policy):
         x, logprob, aux = self.chain.sample(partial(self._velocity, pad, kv), pad.shape[0], self.device, explore)
         return self._actions_env(x), logprob, value, aux
 
+    @torch.no_grad()
+    def value(self, obs: Obs) -> torch.Tensor:
+        """V(s) [B] from one VLM pass over the prefix: no denoising."""
+        return self._prefix(obs)[2]
+
     def evaluate(self, obs: Obs, aux: Aux) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pad, kv, value = self._prefix(obs)
         logprob, entropy = self.chain.evaluate(partial(self._velocity, pad, kv), aux)

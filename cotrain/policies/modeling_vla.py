@@ -139,6 +139,11 @@ class SmallVLAPolicy(Policy):
         logprob, entropy = self.head.evaluate(ctx, aux)
         return logprob, entropy, self._value(ctx)
 
+    @torch.no_grad()
+    def value(self, obs: Obs) -> torch.Tensor:
+        """V(s) [B] from the trunk alone: no noise draw and no denoising (the value head reads the summary token)."""
+        return self._value(self.encode(obs))
+
     def _value(self, ctx: Context) -> torch.Tensor:
         """V(s) [B] from the summary token (through a stop-gradient with config.value_detach)."""
         return self.value_head(ctx.pooled.detach() if self.config.value_detach else ctx.pooled)[:, 0]

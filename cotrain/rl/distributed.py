@@ -33,7 +33,7 @@ from cotrain.policies.base import Policy
 
 DATA_PARALLEL = ("ddp", "fsdp2")
 """Values of rl.data_parallel."""
-ENTRY_POINTS = ("sample", "evaluate", "sft_loss")
+ENTRY_POINTS = ("sample", "value", "evaluate", "sft_loss")
 """The Policy methods callers use: FSDP2 forward methods of the sharded root."""
 
 

@@ -58,6 +58,7 @@ class RolloutPipeline:
             if pending_iteration != iteration:
                 raise RuntimeError(f"RolloutPipeline: rollout {pending_iteration} is in flight, {iteration} asked for")
             result = future.result()
+            result[0].policy_lag = 1  # sampled by the weights from before the update that ran meanwhile
         else:
             self._refresh_behaviour()
             result = self._collect(iteration)

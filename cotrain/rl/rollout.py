@@ -1,6 +1,8 @@
 """Rollouts: the buffer of T chunks x N envs, and the collector that fills it from a vector env.
 
-The collector only acts and records; GAE (`gae.py`) turns the record into advantages, PPO (`trainer.py`) learns.
+The collector only acts and records: per chunk the obs, the sampled chunk's aux and log-prob, V(s_t), the reward and
+how the episode ended, and the bootstrap values (`Policy.value`: V(final obs) after a truncation, V(s_T) after the last
+chunk). The trainer turns the record into advantages (`gae.py`) and learns (`trainer.py`).
 It steps the envs in groups (`rl.rollout_groups`): while group g's workers run their chunk, it samples the next
 chunk of group g+1, so sampling hides behind env stepping. Sampling draws from the collector's own generators
 (`RNGStream`, seeded by (seed, rank, iteration)), never from torch's global RNG, which the learner alone uses: a
@@ -19,7 +21,6 @@ import torch
 from cotrain.policies.base import Policy
 from cotrain.policies.rng import draw_from
 from cotrain.rl.config import RLConfig
-from cotrain.rl.gae import compute_gae
 from cotrain.rl.vec_env import GroupStepper, Obs, VecEnv, cat_obs, obs_rows, obs_to_torch, steps_groups
 
 
@@ -60,11 +61,20 @@ class Batch:
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-    prox_logprobs: torch.Tensor
-    """log π_prox(a|s): the weights the update starts from (`flatten` fills in `logprobs`; the trainer re-scores)."""
+    prox_logprobs: torch.Tensor | None = None
+    """log π_prox(a|s): the weights the update starts from (the trainer's re-scoring; None until then)."""
 
     def __len__(self) -> int:
         return self.logprobs.shape[0]
+
+    def to(self, device: torch.device) -> "Batch":
+        """The same rows with every tensor on `device` (lists stay)."""
+        def move(x: Any) -> Any:
+            return x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+
+        return Batch(obs={k: move(v) for k, v in self.obs.items()}, aux={k: move(v) for k, v in self.aux.items()},
+                     logprobs=move(self.logprobs), values=move(self.values), advantages=move(self.advantages),
+                     returns=move(self.returns), prox_logprobs=move(self.prox_logprobs))
 
     def rows(self, index: torch.Tensor) -> "Batch":
         def take(x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +87,7 @@ class Batch:
             values=take(self.values),
             advantages=take(self.advantages),
             returns=take(self.returns),
-            prox_logprobs=take(self.prox_logprobs),
+            prox_logprobs=None if self.prox_logprobs is None else take(self.prox_logprobs),
         )
 
 
@@ -95,8 +105,11 @@ class RolloutBuffer:
         self.terminated = torch.zeros(T, N, dtype=torch.bool, device=self.device)
         self.truncated = torch.zeros(T, N, dtype=torch.bool, device=self.device)
         self.final_values = torch.zeros(T, N, device=self.device)
-        self.advantages: torch.Tensor | None = None
-        self.returns: torch.Tensor | None = None
+        self.last_value = torch.zeros(N, device=self.device)
+        """V(s_T) of the observation after the last chunk (bootstraps episodes that go on past the rollout)."""
+        self.policy_lag = 0
+        """Updates between the weights that sampled this rollout and the learner's when it is handed over (1: collected
+        during the previous update, rl.overlap_update); the trainer re-scores a lagged rollout (π_prox)."""
         self.step = 0
 
     def _store(self, store: dict[str, Any], key: str, value: Any) -> None:
@@ -134,18 +147,14 @@ class RolloutBuffer:
         self.terminated[t], self.truncated[t], self.final_values[t] = terminated, truncated, final_value
         self.step += 1
 
-    def compute_returns(self, last_value: torch.Tensor, gamma: float, gae_lambda: float) -> None:
-        if self.step != self.num_steps:
-            raise RuntimeError(f"rollout has {self.step} of {self.num_steps} steps; finish it before computing returns")
-        self.advantages, self.returns = compute_gae(
-            self.rewards, self.values, self.terminated, self.truncated, self.final_values,
-            last_value.to(self.device), gamma, gae_lambda,
-        )
+    @property
+    def full(self) -> bool:
+        return self.step == self.num_steps
 
-    def flatten(self) -> Batch:
-        """[T, N, ...] → [T*N, ...] (row t*N + n is chunk t of env n)."""
-        if self.advantages is None or self.returns is None:
-            raise RuntimeError("call compute_returns before flatten")
+    def flatten(self, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
+        """[T, N, ...] → [T*N, ...] (row t*N + n is chunk t of env n), with the [T, N] advantages and returns."""
+        if not self.full:
+            raise RuntimeError(f"rollout has {self.step} of {self.num_steps} steps; finish it before flattening")
 
         def flat(x: Any) -> Any:
             if isinstance(x, list):
@@ -157,9 +166,8 @@ class RolloutBuffer:
             aux={k: flat(v) for k, v in self.aux.items()},
             logprobs=flat(self.logprobs),
             values=flat(self.values),
-            advantages=flat(self.advantages),
-            returns=flat(self.returns),
-            prox_logprobs=flat(self.logprobs),
+            advantages=flat(advantages.to(self.device)),
+            returns=flat(returns.to(self.device)),
         )
 
 
@@ -232,9 +240,8 @@ class RolloutCollector:
         self.episode_return = torch.zeros(self.num_envs)
 
     def value_of(self, obs: Obs) -> torch.Tensor:
-        """V(obs) through the Policy interface (deterministic sample; a `value` method would be cheaper)."""
-        with self.rng:
-            return self.policy.sample(obs, explore=False)[2].float().cpu()
+        """V(obs) through the Policy interface: `Policy.value`, no action sampling."""
+        return self.policy.value(obs).float().cpu()
 
     def _act(self, stepper: GroupStepper, g: int, obs: Obs, stats: RolloutStats) -> _Chunk:
         """Sample group g's next chunk and send it to the envs."""
@@ -295,8 +302,8 @@ class RolloutCollector:
         self.next_obs = cat_obs(obs)
         # V(s_T) is read only for envs whose episode goes on (with reset_every_iteration all usually end at T)
         t0 = time.perf_counter()
-        last_value = torch.zeros(N) if bool(done.all()) else self.value_of(self.next_obs)
+        if not bool(done.all()):
+            buffer.last_value.copy_(self.value_of(self.next_obs))
         stats.policy_s += time.perf_counter() - t0
-        buffer.compute_returns(last_value, cfg.gamma, cfg.gae_lambda)
         stats.collect_s = time.perf_counter() - start
         return buffer, stats

@@ -134,6 +134,9 @@ class ToyPolicy(Policy):
         dist, value = self._dist(obs)
         return dist.log_prob(aux["actions"]).sum((1, 2)), dist.entropy().sum((1, 2)), value
 
+    def value(self, obs):
+        return self._dist(obs)[1]
+
     def sft_loss(self, batch):
         dist, _ = self._dist(batch)
         keep = (~batch["action_is_pad"]).float()[..., None].to(dist.mean.device)

@@ -1,15 +1,21 @@
 """PPO update with the real-data anchor: epochs x minibatches x micro-batches, one backward per micro-batch.
 
+    GAE over the rollout's record (gae.py), the whole batch moved to the policy's device once, then
     for each epoch: shuffle the rollout; for each minibatch: zero grads, for each micro-batch:
         draw a fresh real batch; one DDP forward (evaluate + sft_loss); loss (one line); one backward
     then clip the global grad norm and step AdamW (value head at its own lr)
     — unless rl.target_kl is set and the minibatch's approximate KL exceeds it: then the update ends there.
 
 Decoupled PPO (Hilton et al. 2021), so a rollout may lag the learner (rl.overlap_update: sampled by the weights
-from before the previous update): before the first step, `evaluate` re-scores the rollout under the current weights
-(the proximal policy π_prox) over the first epoch's micro-batches, so the first forward repeats it exactly and the
-ratio π_θ/π_prox is exactly 1 before any step. The surrogate is weighted by min(π_prox/π_behav, rl.behav_weight_cap).
-Without lag π_prox = π_behav up to kernel rounding across batch sizes (`behav_ratio_dev` shows how close).
+from before the previous update; `RolloutBuffer.policy_lag`): before the first step of a lagged rollout, `evaluate`
+re-scores it under the current weights (the proximal policy π_prox) over the first epoch's micro-batches, so the first
+forward repeats it exactly and the ratio π_θ/π_prox is exactly 1 before any step. The surrogate is weighted by
+min(π_prox/π_behav, rl.behav_weight_cap). A rollout sampled by the current weights has π_prox = π_behav: its
+recorded log-probs serve as both (no re-scoring pass; `initial_ratio_dev` then shows the kernel rounding between the
+rollout's and the update's batch sizes).
+Critic warm-up (rl.critic_warmup_iterations): the same loss and backward, but only the value head steps — every
+other parameter's gradient is dropped before the clip and the step (AdamW skips a parameter without a gradient: no
+moment update, no weight decay).
 Randomness: the learner's CPU draws (image shifts) come from torch's global RNG, which it alone uses — a rollout,
 even one running in another thread, samples from its own generators (rollout.RNGStream) — its accelerator draws (the
 anchor's flow-matching noise and times) from the trainer's own device generator, and the minibatch order from the
@@ -34,9 +40,24 @@ from cotrain.rl.distributed import (
     DistInfo, all_reduce_mean, clip_grad_norm, grad_sync, load_local_optimizer_state, local_optimizer_state, wrap_step,
 )
 from cotrain.rl.ppo_loss import behaviour_weight, explained_variance, normalize_advantages, policy_loss, value_loss
+from cotrain.rl.gae import compute_gae
 from cotrain.rl.rollout import Batch, RolloutBuffer
 
 RealBatches = Iterator[dict[str, Any]]
+
+
+def rollout_gae(buffer: RolloutBuffer, gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns) [T, N] of a full rollout: `compute_gae` on what the collector recorded."""
+    if not buffer.full:
+        raise RuntimeError(f"rollout has {buffer.step} of {buffer.num_steps} steps; finish it before computing returns")
+    return compute_gae(buffer.rewards, buffer.values, buffer.terminated, buffer.truncated, buffer.final_values,
+                       buffer.last_value, gamma, gae_lambda)
+
+
+def training_batch(buffer: RolloutBuffer, cfg: RLConfig, device: torch.device | None = None) -> Batch:
+    """The flat PPO batch of a rollout (advantages and returns by GAE), on `device` when given."""
+    batch = buffer.flatten(*rollout_gae(buffer, cfg.gamma, cfg.gae_lambda))
+    return batch if device is None else batch.to(device)
 
 
 def make_optimizer(policy: Policy, cfg: RLConfig) -> torch.optim.AdamW:
@@ -87,14 +108,14 @@ class PPOTrainer:
         real_batch = next(self.real_batches) if self.real_batches is not None else None
         aux = {k: v.to(dev) for k, v in mb.aux.items()}
         new_logprob, entropy, new_value, sft = self.step_module(mb.obs, aux, real_batch, cfg.beta > 0)
-        prox_logprob = mb.prox_logprobs.to(dev)
-        weight = behaviour_weight(prox_logprob, mb.logprobs.to(dev), cfg.behav_weight_cap)  # 1 without lag
+        behav_logprob = mb.logprobs.to(dev)
+        prox_logprob = behav_logprob if mb.prox_logprobs is None else mb.prox_logprobs.to(dev)  # None: no lag
+        weight = behaviour_weight(prox_logprob, behav_logprob, cfg.behav_weight_cap)  # 1 without lag
         pg_loss, ratio = policy_loss(new_logprob, prox_logprob, mb.advantages.to(dev), cfg.clip_coef, weight)
         v_loss = value_loss(new_value, mb.values.to(dev), mb.returns.to(dev), cfg.vf_clip_coef, cfg.huber_delta)
         entropy = entropy.mean()
         sft_loss = sft if sft is not None else torch.zeros((), device=dev)
-        actor = 0.0 if self.iteration < cfg.critic_warmup_iterations else 1.0  # critic warm-up: value loss only
-        loss = actor * (pg_loss - cfg.ent_coef * entropy + cfg.beta * sft_loss) + cfg.vf_coef * v_loss
+        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy + cfg.beta * sft_loss
         (loss * loss_scale).backward()
         terms = {"loss": loss, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy, "behav_weight": weight.mean()}
         if sft is not None:
@@ -119,6 +140,18 @@ class PPOTrainer:
                 prox[index] = logprob.to(prox.device, prox.dtype)
         return prox
 
+    @property
+    def warming_up(self) -> bool:
+        """Critic warm-up: this update steps only the value head (see the module docstring)."""
+        return self.iteration < self.cfg.critic_warmup_iterations
+
+    def drop_actor_grads(self) -> None:
+        """Critic warm-up: forget every gradient outside the value head, so only the value head steps."""
+        for group in self.optimizer.param_groups:
+            if group["name"] == "policy":
+                for p in group["params"]:
+                    p.grad = None
+
     def kl_exceeded(self, approx_kl: torch.Tensor) -> bool:
         """rl.target_kl: whether this minibatch's approximate KL (mean over ranks, so all ranks agree) is above it."""
         if self.cfg.target_kl is None:
@@ -132,7 +165,7 @@ class PPOTrainer:
 
     def _update(self, buffer: RolloutBuffer) -> dict[str, float]:
         cfg = self.cfg
-        batch = buffer.flatten()
+        batch = training_batch(buffer, cfg, self.device)  # one host-to-device copy per update
         n_mb, n_micro = cfg.num_minibatches, cfg.micro_batches
         if len(batch) < n_mb * n_micro:
             raise ValueError(
@@ -140,12 +173,9 @@ class PPOTrainer:
                 f"rl.num_minibatches*rl.micro_batches = {n_mb}*{n_micro}"
             )
         perms = [torch.randperm(len(batch), generator=self.generator) for _ in range(cfg.update_epochs)]
-        batch.prox_logprobs = self.proximal_logprobs(batch, perms[0])
-        behav_ratio_dev = ((batch.prox_logprobs - batch.logprobs).exp() - 1).abs().max()  # lag (or rounding)
-        warmup = self.iteration < cfg.critic_warmup_iterations
-        for group in self.optimizer.param_groups:  # critic warm-up: only the value head's parameters move
-            if group["name"] == "policy":
-                group["lr"] = 0.0 if warmup else cfg.lr
+        lagged = buffer.policy_lag > 0
+        batch.prox_logprobs = self.proximal_logprobs(batch, perms[0]) if lagged else batch.logprobs
+        behav_ratio_dev = ((batch.prox_logprobs - batch.logprobs).exp() - 1).abs().max()  # 0 without lag
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         grad_norms, n_terms, n_steps = [], 0, 0
         initial_ratio_dev = torch.tensor(float("nan"))
@@ -166,6 +196,8 @@ class PPOTrainer:
                 mb_kl += terms["approx_kl"] / n_micro
             if self.kl_exceeded(mb_kl):
                 break
+            if self.warming_up:
+                self.drop_actor_grads()
             grad_norms.append(clip_grad_norm(self.policy.parameters(), cfg.max_grad_norm))
             self.optimizer.step()
             n_steps += 1

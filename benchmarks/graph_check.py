@@ -1,8 +1,8 @@
 """Eager vs CUDA-graph `policy.sample` of the Stage II policy (configs/policy/vla_flow.yaml) on one GPU.
 
-    python experiments/graph_check.py                                  # batch 8 and 16, explore on
-    python experiments/graph_check.py --batch 8 16 32 --explore on off --side-stream
-    python experiments/graph_check.py --config configs/policy/vla_token.yaml
+    python benchmarks/graph_check.py                                  # batch 8 and 16, explore on
+    python benchmarks/graph_check.py --batch 8 16 32 --explore on off --side-stream
+    python benchmarks/graph_check.py --config configs/policy/vla_token.yaml
 
 Builds the policy as benchmarks/rl_loop_throughput.py's `small_vla` does (random weights, stats of a unit box),
 random 128×128 images and states on the CPU (as the rollout hands them over: the host-to-device copy is part of

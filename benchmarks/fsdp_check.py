@@ -1,9 +1,9 @@
 """FSDP2 vs DDP for Stage II's update on N ranks: the same weights after a few steps, and the memory per rank.
 
-    torchrun --nproc-per-node 2 experiments/fsdp_check.py --policy vla                      # equality, small VLA
-    torchrun --nproc-per-node 2 experiments/fsdp_check.py --policy vla --units declared     # + head.decoder unit
-    torchrun --nproc-per-node 2 experiments/fsdp_check.py --policy pi05 --batch 2 --steps 2  # ~3.6B params, memory
-    torchrun --nproc-per-node 2 experiments/fsdp_check.py --policy vla --device cpu         # gloo, no GPU
+    torchrun --nproc-per-node 2 benchmarks/fsdp_check.py --policy vla                      # equality, small VLA
+    torchrun --nproc-per-node 2 benchmarks/fsdp_check.py --policy vla --units declared     # + head.decoder unit
+    torchrun --nproc-per-node 2 benchmarks/fsdp_check.py --policy pi05 --batch 2 --steps 2  # ~3.6B params, memory
+    torchrun --nproc-per-node 2 benchmarks/fsdp_check.py --policy vla --device cpu         # gloo, no GPU
 
 Every rank starts from its own random weights (both wrappers must take rank 0's), makes its own observations and
 demonstrations, and records aux/log-probs/values with the policy's own `sample(explore=True)`. Then, per mode, the

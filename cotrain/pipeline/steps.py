@@ -1,0 +1,172 @@
+"""The named steps of one run (one task, one seed) in its run directory, each through the library functions of its
+entry point: `cotrain.demos.expert_episodes`, `cotrain.pretrain_encoder.run`, `cotrain.stage1.train`,
+`cotrain.stage2.train`, `cotrain.evaluation.evaluate_vec`. Each fills its entry of the run record.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cotrain.pipeline import demo_store
+from cotrain.pipeline.config import ExperimentConfig
+
+
+@dataclasses.dataclass
+class Run:
+    """One run: the experiment config, its seed and directory, and the call's deadline."""
+
+    cfg: ExperimentConfig
+    seed: int
+    dir: Path
+    deadline: float | None
+    """time.perf_counter() value at which this call's time budget is spent (None: no budget)."""
+    finished: Callable[[str], bool]
+    """Whether a step of this run is done (in this call or an earlier one): the run record's `done`."""
+
+    @property
+    def task_cfg(self):
+        from cotrain.envs.config import TaskConfig
+
+        return TaskConfig.from_dict(dict(self.cfg.task), source=f"configs/task/{self.cfg.task.get('task')}.yaml")
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.cfg.stage1.policy["chunk_size"])
+
+    def remaining_s(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.perf_counter())
+
+    def demos(self, domain: str):
+        return demo_store.load(self.dir / "demos", domain, self.cfg.demos.format, self.chunk_size)
+
+    @property
+    def encoder_weights(self) -> Path:
+        return self.dir / "encoder" / "image_encoder.safetensors"
+
+    @property
+    def stage1_checkpoint(self) -> Path:
+        return self.dir / "stage1" / "ckpt" / "last"
+
+
+def metrics_rows(out: Path) -> list[dict[str, float]]:
+    path = out / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
+def demos(run: Run, entry: dict[str, Any]) -> None:
+    from cotrain.demos import Attempts, expert_episodes
+
+    d = run.cfg.demos
+    for domain, n, seed, dart in (("sim", d.sim, d.sim_seed, d.dart_noise_std), ("real_proxy", d.real, d.real_seed, 0.0)):
+        if n == 0:
+            continue
+        counts = Attempts()
+        episodes = expert_episodes(run.task_cfg, domain, n, seed, workers=d.workers, dart_noise_std=dart,
+                                   keep_failures=d.keep_failures, counts=counts)
+        written = demo_store.write(run.dir / "demos", domain, d.format, episodes)
+        entry[domain] = written | {"attempts": counts.attempts, "expert_success": round(counts.success_rate, 4),
+                                   "path": str(demo_store.path(run.dir / "demos", domain, d.format))}
+
+
+def encoder(run: Run, entry: dict[str, Any]) -> None:
+    from cotrain.pretrain_encoder import run as pretrain
+
+    cfg = dataclasses.replace(run.cfg.encoder, task=dict(run.cfg.task), policy=dict(run.cfg.stage1.policy),
+                              out=str(run.dir / "encoder"), seed=run.seed, device=run.cfg.device)
+    results = pretrain(cfg)
+    entry |= {"weights": str(run.encoder_weights), "heldout_rms": results.get("heldout_rms"),
+              "train_rms": results["train_rms"]}
+
+
+def stage1(run: Run, entry: dict[str, Any]) -> None:
+    from cotrain.stage1 import train
+
+    cfg = run.cfg
+    resume = run.stage1_checkpoint if run.stage1_checkpoint.exists() else None  # a call cut during Stage I
+    init = run.encoder_weights if "encoder" in cfg.steps else None
+    if init is not None and not init.exists():
+        raise FileNotFoundError(f"experiment: stage1 starts from the pretrained encoder but {init} is missing")
+    s1 = dataclasses.replace(cfg.stage1, out=str(run.dir / "stage1"), resume=str(resume) if resume else None,
+                             init_weights=str(init) if init else None, seed=run.seed, device=cfg.device,
+                             data=dataclasses.replace(cfg.stage1.data, seed=run.seed))
+    real = [run.demos("real_proxy")] if cfg.demos.real > 0 else []
+    start = time.perf_counter()
+    ckpt = train(s1, real=real, sim=[run.demos("sim")])
+    rows = metrics_rows(run.dir / "stage1")
+    entry |= {"checkpoint": str(ckpt), "steps": s1.steps, "resumed_from": str(resume) if resume else None,
+              "steps_per_s_this_call": round(s1.steps / (time.perf_counter() - start), 2) if not resume else None,
+              "final_sft_loss": rows[-1].get("train/sft_loss") if rows else None}
+
+
+def stage2(run: Run, entry: dict[str, Any]) -> None:
+    from cotrain.stage2 import train
+
+    cfg = run.cfg
+    if not run.stage1_checkpoint.exists():
+        raise FileNotFoundError(f"experiment: stage2 starts from Stage I's {run.stage1_checkpoint}, which is missing")
+    out = run.dir / "stage2"
+    resumed = (out / "ckpt" / "LATEST").exists()  # a call cut by its time budget
+    s2 = dataclasses.replace(cfg.stage2, init=str(run.stage1_checkpoint), task=dict(cfg.task), out=str(out),
+                             resume=str(out) if resumed else None, seed=run.seed, device=cfg.device,
+                             time_budget_s=run.remaining_s())
+    real = run.demos("real_proxy") if cfg.demos.real > 0 else None
+    ckpt = train(s2, real_dataset=real)
+    rows = metrics_rows(out)
+    perf = [r for r in rows if "perf/loop_sps" in r]
+    mean = lambda key: round(sum(r[key] for r in perf) / len(perf), 1) if perf else None  # noqa: E731
+    evals = [r for r in rows if "eval/sim_success" in r]
+    entry |= {"checkpoint": str(ckpt), "iterations_done": int(ckpt.name.split("_")[1]), "iterations": s2.iterations,
+              "env_steps": rows[-1].get("env_steps") if rows else 0.0, "loop_sps": mean("perf/loop_sps"),
+              "env_sps": mean("perf/env_sps"), "rollout_success_last": perf[-1]["rollout/success"] if perf else None,
+              "periodic_eval": [{k: r[k] for k in r if k.startswith("eval/") or k == "env_steps"} for r in evals]}
+    if ckpt.name != f"iter_{s2.iterations}":
+        entry["status"] = "partial"  # stopped by the time budget: the same command continues
+
+
+def final_checkpoint(run: Run, stage: str) -> Path:
+    if stage == "stage1":
+        return run.stage1_checkpoint
+    from cotrain.stage2 import resolve_resume
+
+    return resolve_resume(str(run.dir / "stage2"))
+
+
+def evaluate(run: Run, entry: dict[str, Any]) -> None:
+    """Each listed stage's final checkpoint, once that stage is done, in each domain over the same fresh seeds;
+    per-seed outcomes kept. Finished (checkpoint, domain) pairs are kept across calls."""
+    from cotrain.envs import make_env
+    from cotrain.evaluation import evaluate_vec
+    from cotrain.policies import load_policy
+    from cotrain.runtime import pick_device
+
+    e, task_cfg = run.cfg.eval, run.task_cfg
+    for stage in (s for s in e.checkpoints if run.finished(s)):
+        ckpt = final_checkpoint(run, stage)
+        policy = load_policy(ckpt, device=pick_device(run.cfg.device)).eval()
+        results = entry.setdefault(stage, {"checkpoint": str(ckpt)})
+        for domain in e.domains:
+            if domain in results:
+                continue
+            if run.remaining_s() == 0.0:
+                entry["status"] = "partial"
+                return
+            start = time.perf_counter()
+            env = make_env(task_cfg, domain, "rgb", num_envs=min(e.envs, e.episodes), seed=0, backend=e.backend)
+            try:
+                r = evaluate_vec(env, policy, e.episodes, e.seed, task_cfg.max_episode_steps, e.n_action_steps)
+            finally:
+                env.close()
+            results[domain] = r | {"n_action_steps": e.n_action_steps, "wall_s": round(time.perf_counter() - start, 2)}
+            print(f"[eval] {stage} {domain}: {r['success_rate']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}) "
+                  f"over {e.episodes} episodes", flush=True)
+
+
+STEP_FUNCTIONS = {"demos": demos, "encoder": encoder, "stage1": stage1, "stage2": stage2, "eval": evaluate}
