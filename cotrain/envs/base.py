@@ -18,6 +18,7 @@ from mani_skill.sensors.camera import CameraConfig
 from mani_skill.utils import common, sapien_utils
 from mani_skill.utils.structs.types import SimConfig
 
+from cotrain.calibration.camera_effects import CameraEffects, apply_camera_effects
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY
 from cotrain.envs.config import TaskConfig
 from cotrain.envs.robot import CONTROL_MODE, MANISKILL_ROBOT_UID, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action
@@ -132,8 +133,18 @@ class TwinTaskEnv(BaseEnv):
         """The cotrain observation (without the task string; see `instructions`): state [N, 8], image [N, H, W, 3]."""
         obs = {STATE_KEY: self.agent.ee_state()}
         if self.obs_mode == "rgb":
-            obs[IMAGE_KEY] = self._get_obs_sensor_data()[CAMERA_NAME]["rgb"]
+            obs[IMAGE_KEY] = self._camera_frames(self._get_obs_sensor_data()[CAMERA_NAME]["rgb"])
         return obs
+
+    def _camera_frames(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The domain's camera effects on the rendered frames [N, H, W, 3], noise seeded by episode seed and step."""
+        effects = self.domain.camera_effects
+        if effects == CameraEffects():
+            return rgb
+        steps = self.elapsed_steps.cpu().numpy()
+        frames = [apply_camera_effects(rgb[i].cpu().numpy(), effects, int(self._episode_seed[i]), int(steps[i]))
+                  for i in range(len(rgb))]
+        return torch.from_numpy(np.stack(frames)).to(rgb.device)
 
     # ----------------------------------------------------------------- acting
     def _step_action(self, action):

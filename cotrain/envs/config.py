@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from cotrain.calibration.camera_effects import CameraEffects
+
 Vec2 = tuple[float, float]
 Vec3 = tuple[float, float, float]
 RGBA = tuple[float, float, float, float]
@@ -62,6 +64,9 @@ class DomainConfig:
     demo_noise_std: float
     """Std of the smooth noise the scripted expert adds to its commands when recording demos in this domain
     (teleop-like in the real-proxy)."""
+    camera_effects: CameraEffects = CameraEffects()
+    """Lens, sensor and image-processing effects on the camera frames (`cotrain.calibration.camera_effects`);
+    the real-proxy's simulated real camera. Default: none."""
 
     def __post_init__(self) -> None:
         if self.action_latency_steps < 0:

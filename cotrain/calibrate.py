@@ -1,0 +1,161 @@
+"""Calibrate the twin against the real scene from what a real robot gives, and write a task config with a `twin`
+domain (the `sim` domain with the calibrated camera) plus a greenscreen background and overlay PNGs.
+
+    python -m cotrain.calibrate task=pick_place background_dir=captures/empty_scene dataset=datasets/real/pick_place
+
+Reads only: PNG frames of the empty scene from the robot's camera (robot at home), and the real demonstrations
+(LeRobot dataset: states and commanded actions). Prints each estimate with its residual. Object colours are not
+estimated here yet (`cotrain.calibration.colors` is ready; it needs the twin's object masks at the demo states).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+
+from cotrain.config import register_schema
+
+log = logging.getLogger("cotrain.calibrate")
+
+
+@dataclass
+class CalibrateConfig:
+    task: dict[str, Any] = field(default_factory=dict)
+    """Task config (configs/task/*.yaml) whose `sim` domain is calibrated."""
+    background_dir: str = "???"
+    """Folder of PNG frames of the empty scene from the robot's camera, robot at home (the camera's size)."""
+    dataset: str | None = None
+    """Real demonstrations (LeRobot dataset root) for the action latency; None skips it."""
+    max_latency: int = 5
+    """Largest latency (control steps) considered."""
+    out: str = "runs/calibration"
+    """Where the calibrated task config, background and overlay PNGs are written."""
+
+
+register_schema("calibrate_schema", CalibrateConfig)
+
+
+def read_frames(folder: str | Path) -> np.ndarray:
+    """The PNG frames of a folder, uint8 [N, H, W, 3] (sorted by name); a missing folder is one error."""
+    from PIL import Image
+
+    from cotrain.calibration.errors import CalibrationError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationError(f"background_dir: {folder} is not a folder")
+    paths = sorted(folder.glob("*.png"))
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    if not frames:
+        raise CalibrationError(f"background_dir: no frames (*.png) in {folder}")
+    if len({f.shape for f in frames}) > 1:
+        raise CalibrationError(f"background_dir: frames of different sizes in {folder}")
+    return np.stack(frames)
+
+
+def latency_from_dataset(root: str, max_lag: int):
+    """Action latency from a LeRobot dataset's states and actions, split by episode."""
+    from cotrain.calibration.latency import estimate_latency
+    from cotrain.data import FeatureSpec
+    from cotrain.data.reader import EpisodeStore
+
+    store = EpisodeStore.load(root, FeatureSpec())
+    episodes = [np.flatnonzero(store.episode_index == e) for e in np.unique(store.episode_index)]
+    return estimate_latency([store.action[r] for r in episodes], [store.state[r] for r in episodes], max_lag)
+
+
+def twin_task_dict(task_cfg, camera) -> dict:
+    """The task config as a plain mapping with a `twin` domain: `sim` with the calibrated camera offsets. The fov is
+    shared by all domains of a task config, so the estimated fov is printed, not written."""
+    cam = task_cfg.camera
+    distance = float(np.linalg.norm(np.subtract(cam.target, cam.eye)))
+    twin = dataclasses.replace(
+        task_cfg.domain("sim"),
+        camera_eye_offset=tuple(float(x) for x in np.subtract(camera.eye, cam.eye)),
+        camera_target_offset=tuple(float(x) for x in camera.target(distance) - np.asarray(cam.target)))
+    data = dataclasses.asdict(dataclasses.replace(task_cfg, domains={**task_cfg.domains, "twin": twin}))
+    data.pop("source")
+    return _plain(data)
+
+
+def _plain(value):
+    """Tuples as lists, recursively (what yaml.safe_dump writes)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def render_home(task_cfg, domain: str):
+    """(labelled cloud, rgb) of the twin at home with the empty scene, in `domain`."""
+    from cotrain.calibration.camera_pose import labelled_cloud
+    from cotrain.calibration.twin_render import env_camera, render_labelled, show_empty_scene_at_home
+    from cotrain.envs import make_task_env
+
+    env = make_task_env(task_cfg, domain, obs_mode="rgb")
+    try:
+        env.reset(seed=0)
+        show_empty_scene_at_home(env)
+        world, seg, rgb = render_labelled(env)
+        return labelled_cloud(world, seg, rgb), rgb, env_camera(env)
+    finally:
+        env.close()
+
+
+def calibrate(cfg: CalibrateConfig) -> dict:
+    from cotrain.calibration.camera_pose import angle_between, estimate_camera
+    from cotrain.calibration.greenscreen import median_background
+    from cotrain.calibration.overlay import write_overlay
+    from cotrain.envs.config import TaskConfig
+    from cotrain.runtime import atomic_path
+
+    task_cfg = TaskConfig.from_dict(cfg.task, source="task")
+    frames = read_frames(cfg.background_dir)
+    background = median_background(frames, task_cfg.camera.height, task_cfg.camera.width)
+    latency = latency_from_dataset(cfg.dataset, cfg.max_latency) if cfg.dataset else None
+    out = Path(cfg.out)
+    cloud, before, initial = render_home(task_cfg, "sim")
+    est = estimate_camera(initial, [cloud] * len(frames), list(frames))
+    moved = float(np.linalg.norm(np.subtract(est.camera.eye, initial.eye)))
+    print(f"camera: eye {np.round(est.camera.eye, 4).tolist()} (moved {moved * 100:.1f} cm, turned "
+          f"{math.degrees(angle_between(est.camera, initial)):.2f} deg), fov {est.camera.fov:.4f} rad (not written); "
+          f"residual (1 - correlation ratio) {est.loss:.4f} (before {est.initial_loss:.4f})")
+    if latency is not None:
+        print(f"action latency: {latency.steps} steps; residual (1 - correlation) {latency.residual:.4f}")
+    calibrated = TaskConfig.from_dict(twin_task_dict(task_cfg, est.camera), source="calibrated")
+    _, after, _ = render_home(calibrated, "twin")
+    write_overlay(out / "overlay_before.png", background, before)
+    write_overlay(out / "overlay_after.png", background, after)
+    from PIL import Image
+
+    with atomic_path(out / "background.png") as tmp:
+        Image.fromarray(background).save(tmp)
+    with atomic_path(out / f"{task_cfg.task}.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(twin_task_dict(task_cfg, est.camera), sort_keys=False))
+    return {"camera": est, "latency": latency}
+
+
+@hydra.main(config_path="../configs", config_name="calibrate", version_base="1.3")
+def main(cfg) -> None:
+    from cotrain.calibration.errors import CalibrationError
+    from cotrain.data.errors import DatasetError
+    from cotrain.envs.config import ConfigError
+
+    try:
+        calibrate(OmegaConf.to_object(cfg))
+    except (CalibrationError, ConfigError, DatasetError) as e:
+        raise SystemExit(f"calibrate: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

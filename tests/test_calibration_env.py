@@ -1,0 +1,41 @@
+"""The real-proxy env applies its camera effects to observations; the twin's render for calibration (SAPIEN, CPU)."""
+
+import numpy as np
+import pytest
+
+from cotrain.calibration.camera_effects import apply_camera_effects
+from cotrain.calibration.twin_render import env_camera, render_labelled, show_empty_scene_at_home
+from cotrain.data.spec import IMAGE_KEY
+from cotrain.envs import load_task_config, make_task_env
+
+
+@pytest.fixture(scope="module")
+def real_env():
+    env = make_task_env(load_task_config("pick_place"), "real_proxy", obs_mode="rgb")
+    yield env
+    env.close()
+
+
+def test_real_proxy_frames_are_the_render_through_the_camera_effects(real_env):
+    obs, _ = real_env.reset(seed=5)
+    frame = obs[IMAGE_KEY][0].numpy()
+    raw = real_env._get_obs_sensor_data()["main"]["rgb"][0].numpy()
+    expected = apply_camera_effects(raw, real_env.domain.camera_effects, seed=5, step=0)
+    assert np.array_equal(frame, expected)
+    assert not np.array_equal(frame, raw)
+    again, _ = real_env.reset(seed=5)
+    assert np.array_equal(again[IMAGE_KEY][0].numpy(), frame)
+
+
+def test_render_labelled_puts_the_points_where_the_camera_sees_them(real_env):
+    from cotrain.calibration.camera_pose import splat_labels
+
+    real_env.reset(seed=0)
+    show_empty_scene_at_home(real_env)
+    world, seg, rgb = render_labelled(real_env)
+    assert world.shape == rgb.shape and seg.shape == rgb.shape[:2]
+    robot_ids = {int(link.per_scene_id[0]) for link in real_env.agent.robot.get_links()}
+    assert robot_ids & set(np.unique(seg).tolist())  # the robot at home is in view
+    h, w = seg.shape
+    again = splat_labels(world.reshape(-1, 3), seg.ravel(), env_camera(real_env), h, w)
+    assert (again == seg).mean() > 0.99

@@ -1,0 +1,105 @@
+"""The real-proxy's camera effects (cotrain.calibration.camera_effects), with hand-worked numbers."""
+
+import numpy as np
+import pytest
+
+from cotrain.calibration.camera_effects import (CameraEffects, apply_camera_effects, gaussian_blur,
+                                                normalised_radius, radial_distortion, sensor_noise, vignette,
+                                                white_balance_gamma)
+from cotrain.envs.config import ConfigError, TaskConfig, load_task_config
+
+
+def frame(value=128, h=4, w=6):
+    return np.full((h, w, 3), value, dtype=np.uint8)
+
+
+def test_zero_settings_are_the_identity():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(8, 10, 3), dtype=np.uint8)
+    assert apply_camera_effects(img, CameraEffects(), seed=3, step=4) is img
+    for fn, arg in ((vignette, 0.0), (radial_distortion, 0.0), (gaussian_blur, 0.0)):
+        assert np.array_equal(fn(img.astype(float), arg), img)
+    assert np.array_equal(sensor_noise(img.astype(float), 0.0, 1, 2), img)
+    assert np.array_equal(white_balance_gamma(img.astype(float), (1.0, 1.0, 1.0), 1.0), img)
+
+
+def test_gamma_and_white_balance_on_a_known_pixel():
+    # gamma 2: 255 * (128/255)^2 = 64.25 -> 64 ; white balance R×1.5: 128 -> 192, then gamma 1
+    out = apply_camera_effects(frame(128), CameraEffects(gamma=2.0), 0, 0)
+    assert (out == 64).all()
+    out = apply_camera_effects(frame(128), CameraEffects(white_balance=(1.5, 1.0, 0.5)), 0, 0)
+    assert out[0, 0].tolist() == [192, 128, 64]
+    # the gain saturates before the tone curve: 200 * 1.5 = 300 -> 255
+    assert apply_camera_effects(frame(200), CameraEffects(white_balance=(1.5, 1.0, 1.0)), 0, 0)[0, 0, 0] == 255
+
+
+def test_vignette_factor_at_centre_and_corner():
+    # 2x2 image: every pixel centre is at (±0.5, ±0.5) px from the centre; half-diagonal = sqrt(2) -> radius 0.5
+    out = vignette(np.full((2, 2, 3), 200.0), 0.4)
+    assert np.allclose(out, 200.0 * (1 - 0.4 * 0.25))  # 180
+    # 64x64: corner pixel centre at 31.5*sqrt(2) px from the centre, half-diagonal 32*sqrt(2): radius 31.5/32
+    _, _, r = normalised_radius(64, 64)
+    assert r[0, 0] == pytest.approx(31.5 / 32)
+    out = vignette(np.full((64, 64, 3), 100.0), 0.25)
+    assert out[0, 0, 0] == pytest.approx(100 * (1 - 0.25 * (31.5 / 32) ** 2))
+    # pixel (32, 32): centre 0.5 px off in x and y, r² = 2·0.5² / (32·√2)² = (0.5/32)²
+    assert out[32, 32, 0] == pytest.approx(100 * (1 - 0.25 * (0.5 / 32) ** 2))
+
+
+def test_noise_is_reproducible_from_seed_and_step():
+    img = frame(128, 16, 16)
+    fx = CameraEffects(noise_std=0.02)
+    a, b = apply_camera_effects(img, fx, 7, 3), apply_camera_effects(img, fx, 7, 3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, apply_camera_effects(img, fx, 7, 4))
+    assert not np.array_equal(a, apply_camera_effects(img, fx, 8, 3))
+    # the std of the noise is 0.02 * 255 = 5.1 grey levels
+    assert np.std(a.astype(float) - 128) == pytest.approx(5.1, rel=0.1)
+
+
+def test_blur_keeps_a_flat_frame_and_spreads_an_edge():
+    assert np.allclose(gaussian_blur(np.full((5, 5, 3), 77.0), 1.0), 77.0)
+    step = np.zeros((1, 8, 1))
+    step[:, 4:] = 100.0
+    out = gaussian_blur(step, 1.0)[0, :, 0]
+    # the pixels either side of the edge are symmetric about 50 and move towards it
+    assert out[3] + out[4] == pytest.approx(100.0)
+    assert 0 < out[3] < 50 < out[4] < 100
+
+
+def test_radial_distortion_keeps_the_centre_and_pulls_in_the_corners():
+    h = w = 33
+    img = np.zeros((h, w, 1))
+    img[16, 16] = 1.0
+    out = radial_distortion(img, 0.2)
+    assert out[16, 16, 0] == pytest.approx(1.0)  # the centre pixel is at radius 0: it samples itself
+    ramp = np.tile(np.arange(w, dtype=float)[None, :, None], (h, 1, 1))
+    out = radial_distortion(ramp, 0.2)
+    # on the middle row at x = 32 (u = 16/half_diag), the source is x = 16 + 16*(1 + 0.2*u^2)
+    u = 16 / (0.5 * np.hypot(h, w))
+    assert out[16, 32, 0] == pytest.approx(min(16 + 16 * (1 + 0.2 * u**2), 32))
+    assert out[16, 24, 0] > 24  # barrel: an off-centre pixel shows content from further out
+
+
+def test_bad_settings_are_one_config_error():
+    with pytest.raises(ConfigError, match="vignette"):
+        CameraEffects(vignette=1.2)
+    with pytest.raises(ConfigError, match="gamma"):
+        CameraEffects(gamma=0.0)
+
+
+def test_the_real_proxy_has_camera_effects_and_the_sim_none():
+    for task in ("pick_place", "push_cube", "open_drawer", "close_drawer"):
+        cfg = load_task_config(task)
+        assert cfg.domain("sim").camera_effects == CameraEffects()
+        assert cfg.domain("real_proxy").camera_effects != CameraEffects()
+
+
+def test_an_unknown_camera_effects_key_is_rejected():
+    import yaml
+    from cotrain.envs.config import TASK_CONFIG_DIR
+
+    data = yaml.safe_load((TASK_CONFIG_DIR / "pick_place.yaml").read_text())
+    data["domains"]["real_proxy"]["camera_effects"]["lens_flare"] = 1.0
+    with pytest.raises(ConfigError, match="lens_flare"):
+        TaskConfig.from_dict(data)
