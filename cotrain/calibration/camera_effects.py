@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cotrain.errors import ConfigError
+
 Vec3 = tuple[float, float, float]
 
 
@@ -38,8 +40,6 @@ class CameraEffects:
     (k1 > 0: barrel, straight lines bow outwards)."""
 
     def __post_init__(self) -> None:
-        from cotrain.envs.config import ConfigError  # the config module imports this one
-
         if self.noise_std < 0 or self.blur_sigma < 0:
             raise ConfigError(f"camera_effects: noise_std and blur_sigma must be >= 0, got {self.noise_std}, "
                               f"{self.blur_sigma}")

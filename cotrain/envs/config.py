@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from cotrain.calibration.camera_effects import CameraEffects
+from cotrain.errors import ConfigError
 
 Vec2 = tuple[float, float]
 Vec3 = tuple[float, float, float]
@@ -27,10 +28,6 @@ RGBA = tuple[float, float, float, float]
 
 TASKS = ("pick_place", "push_cube", "open_drawer", "close_drawer")
 TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
-
-
-class ConfigError(ValueError):
-    """A task config with an unknown or badly typed key, or an unknown task, domain or variation name."""
 
 
 @dataclass(frozen=True)

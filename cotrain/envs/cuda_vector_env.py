@@ -18,7 +18,7 @@ from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.envs.config import TaskConfig
 from cotrain.envs.make import make_task_env
 from cotrain.envs.robot import ROBOT_UID
-from cotrain.envs.vector_env import worker_seed
+from cotrain.envs.runner import worker_seed
 
 
 class CudaVectorEnv:

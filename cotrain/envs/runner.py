@@ -19,6 +19,11 @@ from cotrain.envs.make import make_task_env
 from cotrain.envs.robot import ROBOT_UID
 
 
+def worker_seed(seed: int, index: int) -> int:
+    """The seed of worker `index`'s episode-seed stream."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
 @dataclass
 class ChunkResult:
     obs: dict

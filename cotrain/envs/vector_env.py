@@ -33,12 +33,7 @@ import torch
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.envs.config import TaskConfig
 from cotrain.envs.robot import ROBOT_UID
-from cotrain.envs.runner import ChunkResult, EnvRunner
-
-
-def worker_seed(seed: int, index: int) -> int:
-    """The seed of worker `index`'s episode-seed stream."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+from cotrain.envs.runner import ChunkResult, EnvRunner, worker_seed
 
 
 def collate_obs(obs: Sequence[dict]) -> dict:
