@@ -35,6 +35,7 @@ from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, all_reduce_sum, in
 from cotrain.rl.distributed import DistInfo, gathered, savable_policy
 from cotrain.rl.pipeline import RolloutPipeline
 from cotrain.rl.rollout import RolloutStats
+from cotrain.runtime import atomic_path
 
 log = logging.getLogger("cotrain.stage2")
 EVAL_DOMAINS = ("sim", "real_proxy")
@@ -105,15 +106,13 @@ def save(out: Path, iteration: int, policy, trainer: PPOTrainer, rank: int, worl
         save_checkpoint(ckpt, to_save, step=iteration, extra={"run_config": cfg_yaml})
     if world > 1:
         dist.barrier()
-    tmp = ckpt / f".trainer_rank{rank}.pt.tmp"
-    torch.save(trainer.state_dict(), tmp)
-    tmp.replace(ckpt / f"trainer_rank{rank}.pt")
+    with atomic_path(ckpt / f"trainer_rank{rank}.pt") as tmp:
+        torch.save(trainer.state_dict(), tmp)
     if world > 1:
         dist.barrier()
     if rank == 0:
-        latest = out / "ckpt" / ".LATEST.tmp"
-        latest.write_text(ckpt.name)
-        latest.replace(out / "ckpt" / "LATEST")
+        with atomic_path(out / "ckpt" / "LATEST") as tmp:
+            tmp.write_text(ckpt.name)
 
 
 @dataclass

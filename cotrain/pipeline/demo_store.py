@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cotrain.data import ChunkDataset, FeatureSpec, Provenance, load_dataset, store_from_episodes
+from cotrain.runtime import atomic_path
 
 
 def path(demo_dir: Path, domain: str, fmt: str) -> Path:
@@ -32,12 +33,10 @@ def write(demo_dir: Path, domain: str, fmt: str, episodes) -> dict[str, int]:
         return {"episodes": n, "frames": len(load_dataset(target, FeatureSpec(), 1))}
     eps = list(episodes)
     frames = [f for ep in eps for f in ep.frames]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp.npz")
-    np.savez(tmp, image=np.stack([f["image"] for f in frames]), state=np.stack([f["state"] for f in frames]),
-             action=np.stack([f["action"] for f in frames]), task=np.array([f["task"] for f in frames]),
-             length=np.array([len(ep.frames) for ep in eps]), seed=np.array([ep.seed for ep in eps]))
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        np.savez(tmp, image=np.stack([f["image"] for f in frames]), state=np.stack([f["state"] for f in frames]),
+                 action=np.stack([f["action"] for f in frames]), task=np.array([f["task"] for f in frames]),
+                 length=np.array([len(ep.frames) for ep in eps]), seed=np.array([ep.seed for ep in eps]))
     return {"episodes": len(eps), "frames": len(frames)}
 
 
