@@ -141,32 +141,41 @@ def final_checkpoint(run: Run, stage: str) -> Path:
 
 def evaluate(run: Run, entry: dict[str, Any]) -> None:
     """Each listed stage's final checkpoint, once that stage is done, in each domain over the same fresh seeds;
-    per-seed outcomes kept. Finished (checkpoint, domain) pairs are kept across calls."""
+    per-seed outcomes kept. One vector env per domain serves every checkpoint (its workers start once). Finished
+    (checkpoint, domain) pairs are kept across calls."""
     from cotrain.envs import make_env
     from cotrain.evaluation import evaluate_vec
     from cotrain.policies import load_policy
     from cotrain.runtime import pick_device
 
     e, task_cfg = run.cfg.eval, run.task_cfg
-    for stage in (s for s in e.checkpoints if run.finished(s)):
-        ckpt = final_checkpoint(run, stage)
-        policy = load_policy(ckpt, device=pick_device(run.cfg.device)).eval()
-        results = entry.setdefault(stage, {"checkpoint": str(ckpt)})
-        for domain in e.domains:
-            if domain in results:
-                continue
-            if run.remaining_s() == 0.0:
-                entry["status"] = "partial"
-                return
-            start = time.perf_counter()
-            env = make_env(task_cfg, domain, "rgb", num_envs=min(e.envs, e.episodes), seed=0, backend=e.backend)
-            try:
+    stages = [s for s in e.checkpoints if run.finished(s)]
+    for stage in stages:
+        entry.setdefault(stage, {"checkpoint": str(final_checkpoint(run, stage))})
+    for domain in e.domains:
+        pending = [s for s in stages if domain not in entry[s]]
+        if not pending:
+            continue
+        if run.remaining_s() == 0.0:
+            entry["status"] = "partial"
+            return
+        start = time.perf_counter()
+        env = make_env(task_cfg, domain, "rgb", num_envs=min(e.envs, e.episodes), seed=0, backend=e.backend)
+        entry.setdefault("env_start_s", {})[domain] = round(time.perf_counter() - start, 2)
+        try:
+            for stage in pending:
+                if run.remaining_s() == 0.0:
+                    entry["status"] = "partial"
+                    return
+                start = time.perf_counter()
+                policy = load_policy(Path(entry[stage]["checkpoint"]), device=pick_device(run.cfg.device)).eval()
                 r = evaluate_vec(env, policy, e.episodes, e.seed, task_cfg.max_episode_steps, e.n_action_steps)
-            finally:
-                env.close()
-            results[domain] = r | {"n_action_steps": e.n_action_steps, "wall_s": round(time.perf_counter() - start, 2)}
-            print(f"[eval] {stage} {domain}: {r['success_rate']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}) "
-                  f"over {e.episodes} episodes", flush=True)
+                entry[stage][domain] = r | {"n_action_steps": e.n_action_steps,
+                                            "wall_s": round(time.perf_counter() - start, 2)}
+                print(f"[eval] {stage} {domain}: {r['success_rate']:.1%} (95% CI {r['ci95'][0]:.1%}-"
+                      f"{r['ci95'][1]:.1%}) over {e.episodes} episodes", flush=True)
+        finally:
+            env.close()
 
 
 STEP_FUNCTIONS = {"demos": demos, "encoder": encoder, "stage1": stage1, "stage2": stage2, "eval": evaluate}
