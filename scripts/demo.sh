@@ -54,7 +54,7 @@ PY
 # pipeline at full scale; its provenance file names the command, commit, data seeds and its measured success.
 SHIPPED=checkpoints/pick_place_vla_flow
 if [[ -f $SHIPPED/model.safetensors && ( -f $SHIPPED/PROVENANCE.md || -f $SHIPPED/provenance.json ) ]]; then
-  EPISODES=4
+  EPISODES=8
   # actions per chunk before observing again, as the checkpoint was measured (provenance.json "n_action_steps")
   NSTEPS=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1])).get("n_action_steps", 0))' \
            $SHIPPED/provenance.json 2>/dev/null || echo 0)
