@@ -1,6 +1,6 @@
 """Stage II (RL-Co): PPO in the twin over action chunks, anchored by β·SFT on real data in the same backward pass.
 
-    python -m cotrain.stage2 init=runs/stage1/ckpt/last task=pick_place real=[datasets/real_proxy/pick_place] \
+    python -m cotrain.stage2 init=runs/stage1 task=pick_place real=[datasets/real_proxy/pick_place] \
         rl.beta=0.2 envs=16 iterations=200 out=runs/stage2
     torchrun --nproc-per-node 2 -m cotrain.stage2 ...                  # DDP, each rank owns `envs` workers
     python -m cotrain.stage2 ... resume=runs/stage2                     # continues from its latest checkpoint
@@ -8,7 +8,8 @@
 
 Reads top to bottom: config → policy → real data → envs → loop (rollout, update, eval, checkpoint); `train` wires
 `build` (the parts), `Evaluator` (both domains through `cotrain.evaluation`) and `iteration_row` (the metrics).
-Writes out/ckpt/iter_N (policy checkpoint + trainer_rank{r}.pt), out/ckpt/LATEST, out/metrics.csv,
+Writes out/ckpt/step_N (N = iteration: policy checkpoint + trainer_rank{r}.pt), out/ckpt/LATEST (`cotrain.checkpoints`),
+out/metrics.csv,
 out/success.png (success vs env steps in sim and real-proxy) and an offline wandb run.
 """
 
@@ -26,6 +27,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from cotrain import checkpoints
 from cotrain.config import register_schema
 from cotrain.data import FeatureSpec, load_dataset
 from cotrain.evaluation import evaluate_vec
@@ -44,7 +46,7 @@ EVAL_DOMAINS = ("sim", "real_proxy")
 @dataclass
 class Stage2Config:
     init: str | None = None
-    """Stage I checkpoint to start from (ignored when resuming)."""
+    """Stage I checkpoint to start from: a checkpoint directory or a Stage I run (its latest); ignored when resuming."""
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     """Policy config keys to change on the `init` checkpoint's config for Stage II, e.g. {value_detach: true} or
     {head: {rl_method: flow_noise}} (`load_policy`'s overrides; a resumed run keeps the config it saved)."""
@@ -76,7 +78,7 @@ class Stage2Config:
     and the same command with resume=<out> goes on exactly from there. 0: one iteration. None: no limit."""
     out: str = "runs/stage2"
     resume: str | None = None
-    """A Stage II run directory (its ckpt/LATEST) or one of its ckpt/iter_N directories."""
+    """A Stage II run directory (its latest checkpoint) or one of its ckpt/step_N directories."""
     device: str = "auto"
     """auto | cpu | cuda (cuda:LOCAL_RANK under torchrun)."""
     seed: int = 0
@@ -90,17 +92,16 @@ register_schema("stage2_schema", Stage2Config)
 
 
 def resolve_resume(path: str) -> Path:
-    p = Path(path)
-    if (p / "ckpt" / "LATEST").exists():
-        return p / "ckpt" / (p / "ckpt" / "LATEST").read_text().strip()
-    if (p / "trainer_rank0.pt").exists():
-        return p
-    raise FileNotFoundError(f"resume={path}: neither a Stage II run (ckpt/LATEST) nor a complete checkpoint")
+    """The Stage II checkpoint `resume=path` means (`cotrain.checkpoints.resolve`); it must hold the trainer state."""
+    ckpt = checkpoints.resolve(path, "resume")
+    if not (ckpt / "trainer_rank0.pt").exists():
+        raise FileNotFoundError(f"resume={path}: {ckpt} holds no trainer_rank0.pt (not a Stage II checkpoint)")
+    return ckpt
 
 
 def save(out: Path, iteration: int, policy, trainer: PPOTrainer, rank: int, world: int, cfg_yaml: str) -> None:
     """Policy checkpoint (rank 0) + each rank's trainer state; LATEST moves only once every rank has saved."""
-    ckpt = out / "ckpt" / f"iter_{iteration}"
+    ckpt = checkpoints.step_dir(out, iteration)
     to_save = savable_policy(policy, rank)  # every rank: fsdp2 gathers the weights to rank 0
     if rank == 0:
         save_checkpoint(ckpt, to_save, step=iteration, extra={"run_config": cfg_yaml})
@@ -111,8 +112,7 @@ def save(out: Path, iteration: int, policy, trainer: PPOTrainer, rank: int, worl
     if world > 1:
         dist.barrier()
     if rank == 0:
-        with atomic_path(out / "ckpt" / "LATEST") as tmp:
-            tmp.write_text(ckpt.name)
+        checkpoints.mark_latest(out, iteration)
 
 
 @dataclass
@@ -144,7 +144,7 @@ def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> P
 
     resume = resolve_resume(cfg.resume) if cfg.resume else None
     sharded = cfg.rl.data_parallel == "fsdp2" and info.world_size > 1  # shards move to the GPU in PPOTrainer
-    policy = load_policy(resume or cfg.init, expected_spec=spec, device="cpu" if sharded else info.device,
+    policy = load_policy(resume or checkpoints.resolve(cfg.init, "init"), expected_spec=spec, device="cpu" if sharded else info.device,
                          overrides=None if resume else OmegaConf.to_container(OmegaConf.create(cfg.policy_overrides)))
 
     # real data for the anchor: a fresh batch per PPO micro-batch
@@ -284,7 +284,7 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
     rollouts.close()
     parts.env.close()
     evaluate.close()
-    return out / "ckpt" / f"iter_{saved if saved is not None else trainer.iteration}"
+    return checkpoints.step_dir(out, saved if saved is not None else trainer.iteration)
 
 
 @hydra.main(config_path="../configs", config_name="stage2", version_base="1.3")
