@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import hydra
 import torch
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from cotrain import checkpoints
 from cotrain.config import register_schema
+from cotrain.errors import check_choice
 from cotrain.data import FeatureSpec, load_dataset
 from cotrain.evaluation import evaluate_vec
 from cotrain.metrics import MetricsLogger, WandbConfig
@@ -41,6 +42,8 @@ from cotrain.runtime import atomic_path
 
 log = logging.getLogger("cotrain.stage2")
 EVAL_DOMAINS = ("sim", "real_proxy")
+EnvBackend = Literal["physx_cpu", "physx_cpu_serial", "physx_cuda"]
+"""Values of `backend` (`cotrain.envs.make_env`'s)."""
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Stage2Config:
     """Policy config keys to change on the `init` checkpoint's config for Stage II, e.g. {value_detach: true} or
     {head: {rl_method: flow_noise}} (`load_policy`'s overrides; a resumed run keeps the config it saved)."""
     task: dict[str, Any] = field(default_factory=dict)
-    """Task config (configs/task/*.yaml)."""
+    """Task config (configs/task/*.yaml), parsed once with the config into `task_config` (`TaskConfig`, strict)."""
     real: list[str] = field(default_factory=list)
     """Real datasets for the anchor (robot recordings, or the real-proxy stand-in). Required when rl.beta > 0 unless
     `train` is given the real data in memory."""
@@ -59,7 +62,7 @@ class Stage2Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     envs: int = 16
     """Env worker processes per rank (training rollouts in the sim domain)."""
-    backend: str = "physx_cpu"
+    backend: str = "physx_cpu"  # EnvBackend (checked in __post_init__)
     """physx_cpu (one process per env), physx_cpu_serial (in-process, tests), physx_cuda (unverified)."""
     iterations: int = 100
     """PPO iterations (rollout + update)."""
@@ -86,6 +89,22 @@ class Stage2Config:
     def __post_init__(self) -> None:
         if self.time_budget_s is not None and self.time_budget_s < 0:
             raise ValueError(f"stage2: time_budget_s must be >= 0 or null, got {self.time_budget_s}")
+        check_choice(self.backend, EnvBackend, "stage2.backend")
+        self._task_config = parse_task(self.task) if self.task else None
+
+    @property
+    def task_config(self):
+        """The `task` mapping as a TaskConfig (parsed when the config was)."""
+        if self._task_config is None:
+            raise ValueError("stage2: task=<name> (configs/task) is required")
+        return self._task_config
+
+
+def parse_task(task: dict[str, Any]):
+    """A task mapping (configs/task/*.yaml, or Hydra's) as a TaskConfig, checked key by key (`cotrain.envs.config`)."""
+    from cotrain.envs.config import TaskConfig
+
+    return TaskConfig.from_dict(dict(task), source=f"configs/task/{task.get('task')}.yaml")
 
 
 register_schema("stage2_schema", Stage2Config)
@@ -131,7 +150,6 @@ class Parts:
 def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> Parts:
     """Policy (from Stage I or this run's latest checkpoint), real data for the anchor, envs, pipeline and trainer."""
     from cotrain.envs import make_env
-    from cotrain.envs.config import TaskConfig
 
     if cfg.init is None and cfg.resume is None:
         raise ValueError("stage2: give init=<Stage I checkpoint> (or resume=<Stage II run>)")
@@ -140,7 +158,7 @@ def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> P
     info = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed + info.rank)
     spec = FeatureSpec()
-    task_cfg = TaskConfig.from_dict(dict(cfg.task), source=f"configs/task/{cfg.task.get('task')}.yaml")
+    task_cfg = cfg.task_config
 
     resume = resolve_resume(cfg.resume) if cfg.resume else None
     sharded = cfg.rl.data_parallel == "fsdp2" and info.world_size > 1  # shards move to the GPU in PPOTrainer
