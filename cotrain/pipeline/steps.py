@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,11 +30,12 @@ class Run:
     finished: Callable[[str], bool]
     """Whether a step of this run is done (in this call or an earlier one): the run record's `done`."""
 
-    @property
+    @functools.cached_property
     def task_cfg(self):
-        from cotrain.envs.config import TaskConfig
+        """The experiment's task mapping as a TaskConfig, parsed once (`cotrain.stage2.parse_task`)."""
+        from cotrain.stage2 import parse_task
 
-        return TaskConfig.from_dict(dict(self.cfg.task), source=f"configs/task/{self.cfg.task.get('task')}.yaml")
+        return parse_task(self.cfg.task)
 
     @property
     def chunk_size(self) -> int:
