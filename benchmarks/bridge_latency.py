@@ -33,6 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+TESTS_DIR = REPO / "tests"
 
 
 def make_checkpoint(path: Path, fps: int, chunk_size: int) -> Path:
@@ -71,25 +72,27 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = ap.parse_args()
 
-    from robot_bridge.sandbox import ChildProcess, isolated_ros_env, remove_dead_shm_segments, shm_segments
-    from robot_bridge.testing import RosHarness
+    sys.path.insert(0, str(TESTS_DIR))  # the ROS probe and process helpers are the tests' (tests/doubles)
+    from doubles.bridge import RosHarness
+    from doubles.sandbox import ChildProcess, isolated_ros_env, remove_dead_shm_segments, shm_segments
 
     env = isolated_ros_env()
     shm_before = shm_segments()
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")})
     tmp = Path(tempfile.mkdtemp(prefix="bridge_latency_"))
     if args.policy == "small_vla":
-        ckpt, loader = make_checkpoint(tmp / "ckpt", args.fps, args.chunk_size), "cotrain.policies.checkpoint:load_policy"
+        ckpt, module = make_checkpoint(tmp / "ckpt", args.fps, args.chunk_size), "robot_bridge.nodes.policy_node"
     else:
         from cotrain.data.spec import FeatureSpec
-        from robot_bridge.testing import write_scripted_checkpoint
+        from doubles.bridge import write_scripted_checkpoint
 
         ckpt = write_scripted_checkpoint(tmp / "ckpt.json", FeatureSpec(fps=args.fps), [0.0] * 7, args.chunk_size)
-        loader = "robot_bridge.testing:load_scripted_policy"
-    params = {"checkpoint": str(ckpt), "policy_loader": loader, "task": "pick up the red cube", "fps": args.fps, "autostart": "true",
+        module = "doubles.scripted_policy_node"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH", "")]))
+    params = {"checkpoint": str(ckpt), "task": "pick up the red cube", "fps": args.fps, "autostart": "true",
               "n_action_steps": args.n_action_steps, "torch_threads": args.torch_threads, "stale_obs_ms": 200.0, "tick_tolerance_ms": 10.0,
               "prefetch_ticks": args.prefetch_ticks}
-    proc = ChildProcess("robot_bridge.nodes.policy_node",
+    proc = ChildProcess(module,
                         ["--ros-args", *[a for k, v in params.items() for a in ("-p", f"{k}:={v}")]], env, tmp / "policy.log")
     load_start = os.getloadavg()[0]
     h = RosHarness(threads=1)  # camera, state and the action sink in one Python thread, like a camera node

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint in a twin task: success rate (95 % Wilson interval) per variation, videos, JSON.
 
-    python -m cotrain.eval ckpt=runs/stage1/ckpt/last task=pick_place domain=real_proxy episodes=50
+    python -m cotrain.eval ckpt=runs/stage1 task=pick_place domain=real_proxy episodes=50
     python -m cotrain.eval ckpt=… task=pick_place domain=sim variations=[train,heldout] videos=3
 
 `domain=real_proxy` is the simulated stand-in for the real world, not a real robot.
@@ -18,6 +18,7 @@ import hydra
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from cotrain import checkpoints
 from cotrain.config import register_schema
 from cotrain.data import FeatureSpec
 from cotrain.evaluation import actions_per_chunk, evaluate_variation
@@ -30,7 +31,7 @@ log = logging.getLogger("cotrain.eval")
 @dataclass
 class EvalConfig:
     ckpt: str = "???"
-    """Checkpoint directory."""
+    """Checkpoint directory, or a training run (its latest checkpoint: `cotrain.checkpoints`)."""
     task: dict[str, Any] = field(default_factory=dict)
     """Task config (configs/task/*.yaml)."""
     domain: str = "sim"
@@ -64,9 +65,10 @@ def run(cfg: EvalConfig) -> dict:
     task_cfg.domain(cfg.domain)  # unknown domain: one clear error before anything is built
     for v in cfg.variations:
         task_cfg.variation(v)
-    policy = load_policy(cfg.ckpt, expected_spec=FeatureSpec(), device=device).eval()
+    ckpt = checkpoints.resolve(cfg.ckpt, "ckpt")
+    policy = load_policy(ckpt, expected_spec=FeatureSpec(), device=device).eval()
     actions_per_chunk(cfg.n_action_steps, policy.chunk_size)  # a bad value fails here, before any env is built
-    out = Path(cfg.out or Path(cfg.ckpt) / "eval" / f"{task_cfg.task}_{cfg.domain}")
+    out = Path(cfg.out or ckpt / "eval" / f"{task_cfg.task}_{cfg.domain}")
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     results = {}
     bar = tqdm(total=cfg.episodes * len(cfg.variations), desc=f"eval {task_cfg.task}/{cfg.domain}", dynamic_ncols=True)
@@ -80,7 +82,7 @@ def run(cfg: EvalConfig) -> dict:
         log.info("%s/%s/%s: success %.1f%% (95%% CI %.1f–%.1f%%) over %d episodes", task_cfg.task, cfg.domain,
                  variation, 100 * res.success_rate, 100 * lo, 100 * hi, len(seeds))
     bar.close()
-    summary = {"ckpt": str(cfg.ckpt), "task": task_cfg.task, "domain": cfg.domain, "episodes": cfg.episodes,
+    summary = {"ckpt": str(ckpt), "task": task_cfg.task, "domain": cfg.domain, "episodes": cfg.episodes,
                "n_action_steps": cfg.n_action_steps, "results": results}
     write_json_atomic(out / "results.json", summary)
     return summary

@@ -2,13 +2,13 @@
 
     python -m cotrain.stage1 policy=vla_flow data.real=[datasets/real_proxy/pick_place] \
         data.sim=[datasets/sim/pick_place] data.alpha=0.2 steps=2000 out=runs/stage1
-    python -m cotrain.stage1 ... resume=runs/stage1/ckpt/last      # continues exactly
+    python -m cotrain.stage1 ... resume=runs/stage1                # continues exactly from its latest checkpoint
     python -m cotrain.stage1 ... fast=true                         # device batches, one CUDA-graph replay per step
     python -m cotrain.stage1 ... fast=true seeds=[0,1,2,3]         # four runs in one process: out/seed_<s>/
 
 Reads top to bottom: config → data → policy → loop (`plain_loop`, or `fast_loop` over `cotrain.graphed_step`).
-Writes `out/ckpt/{step_N,last}` (policy checkpoints with optimizer and RNG state), `out/metrics.csv`, `out/loss.png`
-and an offline wandb run.
+Writes `out/ckpt/step_N` (policy checkpoints with optimizer and RNG state) and `out/ckpt/LATEST` (`cotrain.checkpoints`),
+`out/metrics.csv`, `out/loss.png` and an offline wandb run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from cotrain import checkpoints
 from cotrain.config import register_schema
 from cotrain.data import ChunkDataset, FeatureSpec, Mixture, load_dataset
 from cotrain.data.config import DataConfig
@@ -66,7 +67,8 @@ class Stage1Config:
     out: str = "runs/stage1"
     """Run directory."""
     resume: str | None = None
-    """A checkpoint of this run to continue from (weights, optimizer, RNG, step)."""
+    """A checkpoint of this run to continue from (weights, optimizer, RNG, step): the run directory (its latest
+    checkpoint) or one of its `ckpt/step_N` directories."""
     init_weights: str | None = None
     """A safetensors file of some of the policy's weights to start from instead of their random initialisation
     (`load_partial_weights`; e.g. a pretrained image encoder). Not used on resume (the checkpoint holds them)."""
@@ -84,7 +86,7 @@ class Stage1Config:
     seeds: list[int] | None = None
     """Train one run per seed in one process (needs fast; `train_seeds`): the run of seed s is the run `seed: s`
     would train alone, written to `out/seed_<s>/`. With `resume`, it names the `out` of the interrupted call and each
-    run continues from its `seed_<s>/ckpt/last`."""
+    run continues from the latest checkpoint of its `seed_<s>`."""
 
     def __post_init__(self) -> None:
         if self.init_lr_scale < 0:
@@ -113,14 +115,14 @@ def lr_at(step: int, cfg: Stage1Config) -> float:
 
 def save(out: Path, policy, optimizer: torch.optim.Optimizer, ema: EMA | None, step: int, cfg_yaml: str,
          more: dict[str, Any] | None = None) -> None:
-    """`out/ckpt/step_N` and `out/ckpt/last`: the averaged weights as the policy, the trained ones for resuming
+    """`out/ckpt/step_N`, then LATEST pointed at it: the averaged weights as the policy, the trained ones for resuming
     (`more`: further training state, e.g. the fast path's generator)."""
     extra: dict[str, Any] = {"run_config": cfg_yaml} | (more or {})
     with ema.swapped_in(policy) if ema is not None else contextlib.nullcontext() as online:
         if ema is not None:
             extra |= {"online_weights": online, "ema_updates": ema.updates}
-        for name in (f"step_{step}", "last"):
-            save_checkpoint(out / "ckpt" / name, policy, optimizer=optimizer, step=step, extra=extra)
+        save_checkpoint(checkpoints.step_dir(out, step), policy, optimizer=optimizer, step=step, extra=extra)
+    checkpoints.mark_latest(out, step)
 
 
 def sft_step(policy, optimizer: torch.optim.Optimizer, ema: EMA | None, batch: dict, grad_clip: float,
@@ -174,8 +176,9 @@ class Trainee:
     def finish(self) -> Path:
         self.metrics.plot("train/sft_loss", name="loss", ylabel="SFT loss", logy=True)
         self.metrics.close()
-        log.info("stage1 done: %s", self.out / "ckpt" / "last")
-        return self.out / "ckpt" / "last"
+        ckpt = checkpoints.latest(self.out)
+        log.info("stage1 done: %s", ckpt)
+        return ckpt
 
 
 def load_mixture(cfg: Stage1Config, chunk_size: int, real: list[ChunkDataset] | None,
@@ -195,8 +198,9 @@ def build_trainee(cfg: Stage1Config, mixture: Mixture, device: torch.device) -> 
     travel with the checkpoint."""
     seed_everything(cfg.seed)
     spec = FeatureSpec()
-    if cfg.resume:
-        policy = load_policy(cfg.resume, expected_spec=spec, device=device)
+    resume = checkpoints.resolve(cfg.resume, "resume") if cfg.resume else None
+    if resume:
+        policy = load_policy(resume, expected_spec=spec, device=device)
     else:
         policy_cfg = policy_config_from_dict(dict(cfg.policy), where="policy")
         policy = make_policy(policy_cfg, spec, mixture.norm_stats().stats).to(device)
@@ -209,15 +213,15 @@ def build_trainee(cfg: Stage1Config, mixture: Mixture, device: torch.device) -> 
                                    fused=device.type == "cuda"))  # one kernel for the whole update on CUDA
     ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # from a checkpoint: its weights are the average
     start, extra = 0, {}
-    if cfg.resume:
-        state = load_training_state(cfg.resume, optimizer, restore_rng=not cfg.fast)
+    if resume:
+        state = load_training_state(resume, optimizer, restore_rng=not cfg.fast)
         start, extra = state.step, state.extra
         if ema is not None:
             if "online_weights" not in extra:
                 raise ValueError(f"resume={cfg.resume}: saved without an EMA (ema_decay=0); resume with ema_decay=0")
             policy.load_state_dict(extra["online_weights"])
             ema.updates = int(extra["ema_updates"])
-        log.info("resumed from %s at step %d", cfg.resume, start)
+        log.info("resumed from %s at step %d", resume, start)
     n_params = sum(p.numel() for p in policy.parameters())
     log.info("policy %s: %.2fM parameters on %s", type(policy).__name__, n_params / 1e6, device)
     run_config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
@@ -326,7 +330,7 @@ def train(cfg: Stage1Config, real: list[ChunkDataset] | None = None, sim: list[C
 def seed_config(cfg: Stage1Config, seed: int) -> Stage1Config:
     """The single-run config of `seed` inside a `seeds` call (its own out; its own checkpoint to resume from)."""
     out = Path(cfg.out) / f"seed_{seed}"
-    resume = str(Path(cfg.resume) / f"seed_{seed}" / "ckpt" / "last") if cfg.resume else None
+    resume = str(Path(cfg.resume) / f"seed_{seed}") if cfg.resume else None
     return replace(cfg, seed=seed, seeds=None, out=str(out), resume=resume)
 
 

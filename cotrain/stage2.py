@@ -1,6 +1,6 @@
 """Stage II (RL-Co): PPO in the twin over action chunks, anchored by β·SFT on real data in the same backward pass.
 
-    python -m cotrain.stage2 init=runs/stage1/ckpt/last task=pick_place real=[datasets/real_proxy/pick_place] \
+    python -m cotrain.stage2 init=runs/stage1 task=pick_place real=[datasets/real_proxy/pick_place] \
         rl.beta=0.2 envs=16 iterations=200 out=runs/stage2
     torchrun --nproc-per-node 2 -m cotrain.stage2 ...                  # DDP, each rank owns `envs` workers
     python -m cotrain.stage2 ... resume=runs/stage2                     # continues from its latest checkpoint
@@ -8,7 +8,8 @@
 
 Reads top to bottom: config → policy → real data → envs → loop (rollout, update, eval, checkpoint); `train` wires
 `build` (the parts), `Evaluator` (both domains through `cotrain.evaluation`) and `iteration_row` (the metrics).
-Writes out/ckpt/iter_N (policy checkpoint + trainer_rank{r}.pt), out/ckpt/LATEST, out/metrics.csv,
+Writes out/ckpt/step_N (N = iteration: policy checkpoint + trainer_rank{r}.pt), out/ckpt/LATEST (`cotrain.checkpoints`),
+out/metrics.csv,
 out/success.png (success vs env steps in sim and real-proxy) and an offline wandb run.
 """
 
@@ -18,7 +19,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import hydra
 import torch
@@ -26,7 +27,9 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from cotrain import checkpoints
 from cotrain.config import register_schema
+from cotrain.errors import check_choice
 from cotrain.data import FeatureSpec, load_dataset
 from cotrain.evaluation import evaluate_vec
 from cotrain.metrics import MetricsLogger, WandbConfig
@@ -39,17 +42,19 @@ from cotrain.runtime import atomic_path
 
 log = logging.getLogger("cotrain.stage2")
 EVAL_DOMAINS = ("sim", "real_proxy")
+EnvBackend = Literal["physx_cpu", "physx_cpu_serial", "physx_cuda"]
+"""Values of `backend` (`cotrain.envs.make_env`'s)."""
 
 
 @dataclass
 class Stage2Config:
     init: str | None = None
-    """Stage I checkpoint to start from (ignored when resuming)."""
+    """Stage I checkpoint to start from: a checkpoint directory or a Stage I run (its latest); ignored when resuming."""
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     """Policy config keys to change on the `init` checkpoint's config for Stage II, e.g. {value_detach: true} or
     {head: {rl_method: flow_noise}} (`load_policy`'s overrides; a resumed run keeps the config it saved)."""
     task: dict[str, Any] = field(default_factory=dict)
-    """Task config (configs/task/*.yaml)."""
+    """Task config (configs/task/*.yaml), parsed once with the config into `task_config` (`TaskConfig`, strict)."""
     real: list[str] = field(default_factory=list)
     """Real datasets for the anchor (robot recordings, or the real-proxy stand-in). Required when rl.beta > 0 unless
     `train` is given the real data in memory."""
@@ -57,7 +62,7 @@ class Stage2Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     envs: int = 16
     """Env worker processes per rank (training rollouts in the sim domain)."""
-    backend: str = "physx_cpu"
+    backend: str = "physx_cpu"  # EnvBackend (checked in __post_init__)
     """physx_cpu (one process per env), physx_cpu_serial (in-process, tests), physx_cuda (unverified)."""
     iterations: int = 100
     """PPO iterations (rollout + update)."""
@@ -76,7 +81,7 @@ class Stage2Config:
     and the same command with resume=<out> goes on exactly from there. 0: one iteration. None: no limit."""
     out: str = "runs/stage2"
     resume: str | None = None
-    """A Stage II run directory (its ckpt/LATEST) or one of its ckpt/iter_N directories."""
+    """A Stage II run directory (its latest checkpoint) or one of its ckpt/step_N directories."""
     device: str = "auto"
     """auto | cpu | cuda (cuda:LOCAL_RANK under torchrun)."""
     seed: int = 0
@@ -84,23 +89,38 @@ class Stage2Config:
     def __post_init__(self) -> None:
         if self.time_budget_s is not None and self.time_budget_s < 0:
             raise ValueError(f"stage2: time_budget_s must be >= 0 or null, got {self.time_budget_s}")
+        check_choice(self.backend, EnvBackend, "stage2.backend")
+        self._task_config = parse_task(self.task) if self.task else None
+
+    @property
+    def task_config(self):
+        """The `task` mapping as a TaskConfig (parsed when the config was)."""
+        if self._task_config is None:
+            raise ValueError("stage2: task=<name> (configs/task) is required")
+        return self._task_config
+
+
+def parse_task(task: dict[str, Any]):
+    """A task mapping (configs/task/*.yaml, or Hydra's) as a TaskConfig, checked key by key (`cotrain.envs.config`)."""
+    from cotrain.envs.config import TaskConfig
+
+    return TaskConfig.from_dict(dict(task), source=f"configs/task/{task.get('task')}.yaml")
 
 
 register_schema("stage2_schema", Stage2Config)
 
 
 def resolve_resume(path: str) -> Path:
-    p = Path(path)
-    if (p / "ckpt" / "LATEST").exists():
-        return p / "ckpt" / (p / "ckpt" / "LATEST").read_text().strip()
-    if (p / "trainer_rank0.pt").exists():
-        return p
-    raise FileNotFoundError(f"resume={path}: neither a Stage II run (ckpt/LATEST) nor a complete checkpoint")
+    """The Stage II checkpoint `resume=path` means (`cotrain.checkpoints.resolve`); it must hold the trainer state."""
+    ckpt = checkpoints.resolve(path, "resume")
+    if not (ckpt / "trainer_rank0.pt").exists():
+        raise FileNotFoundError(f"resume={path}: {ckpt} holds no trainer_rank0.pt (not a Stage II checkpoint)")
+    return ckpt
 
 
 def save(out: Path, iteration: int, policy, trainer: PPOTrainer, rank: int, world: int, cfg_yaml: str) -> None:
     """Policy checkpoint (rank 0) + each rank's trainer state; LATEST moves only once every rank has saved."""
-    ckpt = out / "ckpt" / f"iter_{iteration}"
+    ckpt = checkpoints.step_dir(out, iteration)
     to_save = savable_policy(policy, rank)  # every rank: fsdp2 gathers the weights to rank 0
     if rank == 0:
         save_checkpoint(ckpt, to_save, step=iteration, extra={"run_config": cfg_yaml})
@@ -111,8 +131,7 @@ def save(out: Path, iteration: int, policy, trainer: PPOTrainer, rank: int, worl
     if world > 1:
         dist.barrier()
     if rank == 0:
-        with atomic_path(out / "ckpt" / "LATEST") as tmp:
-            tmp.write_text(ckpt.name)
+        checkpoints.mark_latest(out, iteration)
 
 
 @dataclass
@@ -131,7 +150,6 @@ class Parts:
 def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> Parts:
     """Policy (from Stage I or this run's latest checkpoint), real data for the anchor, envs, pipeline and trainer."""
     from cotrain.envs import make_env
-    from cotrain.envs.config import TaskConfig
 
     if cfg.init is None and cfg.resume is None:
         raise ValueError("stage2: give init=<Stage I checkpoint> (or resume=<Stage II run>)")
@@ -140,11 +158,11 @@ def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> P
     info = init_distributed(cfg.device)
     torch.manual_seed(cfg.seed + info.rank)
     spec = FeatureSpec()
-    task_cfg = TaskConfig.from_dict(dict(cfg.task), source=f"configs/task/{cfg.task.get('task')}.yaml")
+    task_cfg = cfg.task_config
 
     resume = resolve_resume(cfg.resume) if cfg.resume else None
     sharded = cfg.rl.data_parallel == "fsdp2" and info.world_size > 1  # shards move to the GPU in PPOTrainer
-    policy = load_policy(resume or cfg.init, expected_spec=spec, device="cpu" if sharded else info.device,
+    policy = load_policy(resume or checkpoints.resolve(cfg.init, "init"), expected_spec=spec, device="cpu" if sharded else info.device,
                          overrides=None if resume else OmegaConf.to_container(OmegaConf.create(cfg.policy_overrides)))
 
     # real data for the anchor: a fresh batch per PPO micro-batch
@@ -225,6 +243,34 @@ def last_in_budget(cfg: Stage2Config, start: float, iteration_s: float, info: Di
     return all_reduce_sum({"late": late}, info)["late"] > 0
 
 
+def drains_before(cfg: Stage2Config, it: int) -> bool:
+    """Whether the pipeline drains before iteration `it`: checkpoints and evaluations see no rollout in flight (so a
+    resume is exact)."""
+    evaluates = cfg.eval_episodes > 0 and it % cfg.eval_every == 0
+    return evaluates or it % cfg.save_every == 0 or it >= cfg.iterations
+
+
+def open_metrics(cfg: Stage2Config, parts: Parts) -> tuple[MetricsLogger | None, float]:
+    """Rank 0's metrics log (continued when resuming; None on other ranks) and the env steps the run has done."""
+    if not parts.info.is_main:
+        return None, 0.0
+    metrics = MetricsLogger(Path(cfg.out), cfg.wandb, OmegaConf.to_container(OmegaConf.structured(cfg)),
+                            resume=parts.resumed)
+    return metrics, metrics.rows[-1].get("env_steps", 0.0) if metrics.rows else 0.0
+
+
+def close(parts: Parts, evaluate: Evaluator, metrics: MetricsLogger | None) -> None:
+    """The run's curves (rank 0), then every env and worker closed."""
+    if metrics is not None:
+        metrics.plot(["eval/sim_success", "eval/real_proxy_success"], x_key="env_steps", name="success",
+                     ylabel="success rate (real_proxy = simulated stand-in for real)")
+        metrics.plot(["train/pg_loss", "train/v_loss", "train/sft_loss"], name="losses", ylabel="loss")
+        metrics.close()
+    parts.rollouts.close()
+    parts.env.close()
+    evaluate.close()
+
+
 def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = None) -> Path:
     """Run Stage II (until cfg.iterations, or cfg.time_budget_s); return the last checkpoint saved.
     `real_dataset` (in memory, e.g. demos generated by `cotrain.experiment`) replaces `cfg.real`."""
@@ -234,9 +280,7 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
     out = Path(cfg.out)
     evaluate = Evaluator(cfg, parts.task_cfg, info)
     cfg_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    metrics = MetricsLogger(out, cfg.wandb, OmegaConf.to_container(OmegaConf.structured(cfg)),
-                            resume=parts.resumed) if info.is_main else None
-    env_steps = metrics.rows[-1].get("env_steps", 0.0) if metrics and metrics.rows else 0.0
+    metrics, env_steps = open_metrics(cfg, parts)
     if trainer.iteration == 0:
         row0 = evaluate(policy, 0, env_steps)  # every rank: evaluate() holds a barrier (and fsdp2's all-gather)
         if metrics is not None:
@@ -244,17 +288,13 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
     bar = tqdm(range(trainer.iteration, cfg.iterations), initial=trainer.iteration, total=cfg.iterations,
                desc="stage2", disable=not info.is_main, dynamic_ncols=True)
 
-    def drains_before(it: int) -> bool:  # checkpoints and evaluations see no rollout in flight (exact resume)
-        evaluates = cfg.eval_episodes > 0 and it % cfg.eval_every == 0
-        return evaluates or it % cfg.save_every == 0 or it >= cfg.iterations
-
     last_update_end = None  # set while a rollout runs in the background: the next iteration's wall time starts there
     saved, iteration_s = None, 0.0
     for _ in bar:
         t0 = time.perf_counter()
         final = last_in_budget(cfg, start, iteration_s, info)  # then drain: the checkpoint resumes exactly
         buffer, stats = rollouts.rollout(trainer.iteration,
-                                         prefetch_next=not (final or drains_before(trainer.iteration + 1)))
+                                         prefetch_next=not (final or drains_before(cfg, trainer.iteration + 1)))
         update = trainer.update(buffer)
         t1 = time.perf_counter()
         wall = t1 - (last_update_end or t0)  # evaluation and checkpoints (after a drain) are not loop time
@@ -276,15 +316,8 @@ def train(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None = Non
             log.info("time budget of %.0f s spent after iteration %d of %d: stopped (resume=%s goes on)",
                      cfg.time_budget_s, it, cfg.iterations, out)
             break
-    if metrics is not None:
-        metrics.plot(["eval/sim_success", "eval/real_proxy_success"], x_key="env_steps", name="success",
-                     ylabel="success rate (real_proxy = simulated stand-in for real)")
-        metrics.plot(["train/pg_loss", "train/v_loss", "train/sft_loss"], name="losses", ylabel="loss")
-        metrics.close()
-    rollouts.close()
-    parts.env.close()
-    evaluate.close()
-    return out / "ckpt" / f"iter_{saved if saved is not None else trainer.iteration}"
+    close(parts, evaluate, metrics)
+    return checkpoints.step_dir(out, saved if saved is not None else trainer.iteration)
 
 
 @hydra.main(config_path="../configs", config_name="stage2", version_base="1.3")

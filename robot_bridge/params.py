@@ -39,9 +39,7 @@ class SpecParams:
 @dataclass
 class PolicyParams(SpecParams):
     checkpoint: str = ""
-    """Checkpoint directory; empty = no policy loaded (start is refused)."""
-    policy_loader: str = "cotrain.policies.checkpoint:load_policy"
-    """`module:function` with signature (path, expected_spec) -> Policy; tests point it at robot_bridge.testing."""
+    """Checkpoint directory or training run (its latest checkpoint); empty = no policy loaded (start is refused)."""
     task: str = ""
     """Language instruction fed to the policy (a message on /task replaces it)."""
     n_action_steps: int = 0

@@ -26,22 +26,22 @@ $PY -m cotrain.stage1 policy=vla_flow data.sim=[datasets/demo/sim/pick_place] \
 
 echo "== 4/8 eval of the Stage I checkpoint in sim and in the real-proxy"
 for d in sim real_proxy; do
-  $PY -m cotrain.eval ckpt=runs/demo/stage1/ckpt/last task=pick_place domain=$d episodes=1 videos=1 \
+  $PY -m cotrain.eval ckpt=runs/demo/stage1 task=pick_place domain=$d episodes=1 videos=1 \
       out=runs/demo/eval_stage1_$d
 done
 
 echo "== 5/8 Stage II: PPO in the twin + β·SFT anchor on the real-proxy demos"
-$PY -m cotrain.stage2 init=runs/demo/stage1/ckpt/last task=pick_place real=[datasets/demo/real_proxy/pick_place] \
+$PY -m cotrain.stage2 init=runs/demo/stage1 task=pick_place real=[datasets/demo/real_proxy/pick_place] \
     rl.beta=0.2 envs=2 iterations=2 rl.num_steps=3 rl.critic_warmup_iterations=1 rl.num_minibatches=2 \
     rl.real_batch_size=8 eval_every=2 eval_episodes=2 save_every=2 out=runs/demo/stage2
 
 echo "== 6/8 eval of the Stage II checkpoint"
-$PY -m cotrain.eval ckpt=runs/demo/stage2/ckpt/iter_2 task=pick_place domain=real_proxy episodes=1 videos=1 \
+$PY -m cotrain.eval ckpt=runs/demo/stage2 task=pick_place domain=real_proxy episodes=1 videos=1 \
     out=runs/demo/eval_stage2_real_proxy
 echo "== 7/8 robot_bridge: the Stage II checkpoint served through ROS 2 on the twin backend (the real-proxy env as"
 echo "       the arm and camera) for one episode, recorded into the real-proxy dataset"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$(( (RANDOM % 100) + 100 ))
-$PY -m robot_bridge.deploy robot_config=twin checkpoint=runs/demo/stage2/ckpt/iter_2 \
+$PY -m robot_bridge.deploy robot_config=twin checkpoint=runs/demo/stage2 \
     dataset=datasets/demo/real_proxy/pick_place episodes=1 episode_s=600 \
     +params.franka.twin_env=pick_place +params.franka.twin_seed=2000
 $PY - <<'PY'

@@ -14,7 +14,7 @@ from cotrain.rl.anchor import RealBatchStream
 from cotrain.rl.config import RLConfig
 from cotrain.rl.ppo_loss import policy_loss, value_loss
 from cotrain.rl.rollout import RolloutCollector
-from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
+from doubles.rl_toys import ToyPolicy, ToyRealDataset, ToyVecEnv
 from cotrain.rl.trainer import PPOTrainer, training_batch
 
 H = 2

@@ -84,5 +84,5 @@ def test_deploy_missing_checkpoint_fails_before_the_arm_is_touched(tmp_path):
     out = run_module("robot_bridge.deploy", f"checkpoint={tmp_path / 'nope'}", f"+params.camera.device={video}",
                      f"dataset={tmp_path / 'ds'}")
     assert out.returncode == 1, out.stderr[-2000:]
-    assert out.stderr.strip().splitlines()[-1] == f"deploy: checkpoint {tmp_path / 'nope'}: no such directory"
+    assert out.stderr.strip().splitlines()[-1] == f"deploy: checkpoint={tmp_path / 'nope'}: no such checkpoint or run directory"
     assert "franka" not in out.stderr and "Traceback" not in out.stderr

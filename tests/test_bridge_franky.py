@@ -31,10 +31,10 @@ from robot_bridge import pose  # noqa: E402
 from robot_bridge.graph import CONFIG_DIR  # noqa: E402
 from robot_bridge.params import load_robot_config  # noqa: E402
 from robot_bridge.safety import SafetyLimits, within_limits  # noqa: E402
-from robot_bridge.sandbox import (  # noqa: E402
+from doubles.bridge import RosHarness, write_scripted_checkpoint  # noqa: E402
+from doubles.sandbox import (  # noqa: E402
     ROS_ENV_KEYS, franky_sim_process, isolated_ros_env, node_process, remove_dead_shm_segments, shm_segments,
 )
-from robot_bridge.testing import RosHarness, write_scripted_checkpoint  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.franky_sim, pytest.mark.timeout(240)]
 
@@ -84,18 +84,18 @@ class World:
         self.h, self.stack, self.sim_ip, self.env, self.log_dir = h, stack, sim_ip, env, log_dir
         self.procs: dict = {}
 
-    def start(self, name: str, **params):
+    def start(self, name: str, module: str | None = None, **params):
         if name == "franka":
             params = dict(robot_ip=self.sim_ip, workspace_min=list(LIMITS.workspace_min),
                           workspace_max=list(LIMITS.workspace_max), max_translation=LIMITS.max_translation,
                           max_rotation=LIMITS.max_rotation) | params
         resolved = load_robot_config(CONFIG_DIR / "franka_sim.yaml", {name: params})[name]
-        self.procs[name] = self.stack.enter_context(node_process(name, resolved, self.env, self.log_dir))
+        self.procs[name] = self.stack.enter_context(node_process(name, resolved, self.env, self.log_dir, module))
         return self.procs[name]
 
     def start_policy(self, tmp_path, action=STEP_X, **fault):
         ckpt = write_scripted_checkpoint(tmp_path / "p.json", SPEC, action, **fault)
-        return self.start("policy", checkpoint=str(ckpt), policy_loader="robot_bridge.testing:load_scripted_policy",
+        return self.start("policy", module="doubles.scripted_policy_node", checkpoint=str(ckpt),
                           task="push the cube", autostart=True)
 
     def wait(self, predicate, what: str, timeout: float = WAIT_S) -> None:

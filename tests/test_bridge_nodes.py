@@ -14,11 +14,10 @@ from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec, SpecM
 from robot_bridge import messages, topics  # noqa: E402
 from robot_bridge.graph import ros_parameters  # noqa: E402
 from robot_bridge.image import to_spec_image  # noqa: E402
-from robot_bridge.sandbox import isolated_ros_env  # noqa: E402
-from robot_bridge.testing import RosHarness, write_scripted_checkpoint  # noqa: E402
+from doubles.bridge import RosHarness, load_scripted_policy, write_scripted_checkpoint  # noqa: E402
+from doubles.sandbox import isolated_ros_env  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
-LOADER = "robot_bridge.testing:load_scripted_policy"
 
 
 @pytest.fixture
@@ -70,8 +69,8 @@ def test_teleop_keys_become_actions(h):
 def _policy_node(h, ckpt, **kw):
     from robot_bridge.nodes.policy_node import PolicyNode
 
-    params = {"checkpoint": str(ckpt), "policy_loader": LOADER, "task": "open the drawer"} | kw
-    return h.add(PolicyNode(context=h.context, parameter_overrides=ros_parameters(params)))
+    params = {"checkpoint": str(ckpt), "task": "open the drawer"} | kw
+    return h.add(PolicyNode(load=load_scripted_policy, context=h.context, parameter_overrides=ros_parameters(params)))
 
 
 def test_policy_node_refuses_a_checkpoint_with_another_spec(h, tmp_path):

@@ -47,8 +47,8 @@ def test_two_episodes_survive_a_kill_during_the_third(tmp_path):
     from cotrain.data.spec import FeatureSpec
     from cotrain.rl.anchor import RealBatchStream
     from robot_bridge import messages, topics
-    from robot_bridge.sandbox import isolated_ros_env, remove_dead_shm_segments, shm_segments
-    from robot_bridge.testing import RosHarness
+    from doubles.sandbox import isolated_ros_env, remove_dead_shm_segments, shm_segments
+    from doubles.bridge import RosHarness
 
     env = isolated_ros_env()
     shm_before = shm_segments()

@@ -21,7 +21,7 @@ pytest.importorskip("rclpy")
 from cotrain.data import EpisodeStore, FeatureSpec, store_from_episodes  # noqa: E402
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY  # noqa: E402
 from cotrain.policies import make_policy, policy_config_from_dict, save_checkpoint  # noqa: E402
-from robot_bridge.sandbox import isolated_ros_env  # noqa: E402
+from doubles.sandbox import isolated_ros_env  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.sapien, pytest.mark.timeout(600)]
 SPEC = FeatureSpec()

@@ -120,3 +120,43 @@ def test_overrides_change_the_config_keep_the_weights_and_are_checked(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match=r"overrides: unknown key\(s\) \['value_detached'\]"):
         load_policy(tmp_path / "ckpt", overrides={"value_detached": True})
+
+
+def test_run_layout_latest_pointer_resolves_from_the_run_its_ckpt_dir_or_the_step_itself(tmp_path):
+    from cotrain import checkpoints
+
+    policy, _, _ = _trained("token", steps=0)
+    run = tmp_path / "run"
+    assert checkpoints.latest(run) is None  # nothing saved yet
+    for step in (3, 6):
+        save_checkpoint(checkpoints.step_dir(run, step), policy, step=step)
+    assert checkpoints.mark_latest(run, 3) == run / "ckpt" / "step_3"
+    assert (run / "ckpt" / "LATEST").read_text() == "step_3\n"
+    assert checkpoints.latest(run) == run / "ckpt" / "step_3"
+    assert checkpoints.resolve(run) == checkpoints.resolve(run / "ckpt") == run / "ckpt" / "step_3"
+    checkpoints.mark_latest(run, 6)
+    assert checkpoints.resolve(run) == run / "ckpt" / "step_6"
+    assert checkpoints.resolve(run / "ckpt" / "step_3") == run / "ckpt" / "step_3"  # a checkpoint itself: any layout
+    assert checkpoints.step_of(run / "ckpt" / "step_6") == 6
+    assert sorted(p.name for p in (run / "ckpt").iterdir()) == ["LATEST", "step_3", "step_6"]  # no temporary left
+
+
+def test_run_layout_missing_pointer_or_checkpoint_is_one_clear_error(tmp_path):
+    from cotrain import checkpoints
+
+    policy, _, _ = _trained("token", steps=0)
+    run = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match=r"resume=.*nope: no such checkpoint or run directory"):
+        checkpoints.resolve(tmp_path / "nope", "resume")
+    (run / "ckpt").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"init=.*run: neither a checkpoint directory .* nor a run with ckpt/LATEST"):
+        checkpoints.resolve(run, "init")
+    with pytest.raises(FileNotFoundError, match=r"step_2: no model.safetensors; LATEST may only name a complete"):
+        checkpoints.mark_latest(run, 2)
+    save_checkpoint(checkpoints.step_dir(run, 2), policy, step=2)
+    checkpoints.mark_latest(run, 2)
+    (run / "ckpt" / "step_2" / MODEL_FILE).unlink()  # the checkpoint LATEST names went away
+    with pytest.raises(FileNotFoundError, match=r"LATEST names 'step_2', which is not a complete checkpoint"):
+        checkpoints.resolve(run)
+    with pytest.raises(ValueError, match="expected a directory named step_<N>"):
+        checkpoints.step_of(tmp_path / "last")

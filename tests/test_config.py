@@ -35,3 +35,18 @@ def test_unknown_key_in_yaml_is_an_error():
 
     with pytest.raises((ConfigAttributeError, ConfigKeyError, ValidationError), match="batchsize"):
         OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.create({"batchsize": 3}))
+
+
+def test_stage2_enum_like_values_and_the_task_are_checked_when_the_config_is_parsed():
+    import cotrain.experiment  # noqa: F401 - registers the stage2 and experiment schemas
+    cfg = to_object(compose("stage2", ["init=x", "task=pick_place", "backend=physx_cpu_serial"]))
+    assert cfg.backend == "physx_cpu_serial" and cfg.task_config.task == "pick_place"
+    assert cfg.task_config.max_episode_steps == cfg.task["max_episode_steps"]  # parsed once, the mapping's values
+    for override, message in (("backend=gpu", "stage2.backend must be one of physx_cpu|physx_cpu_serial|physx_cuda, "
+                                               "got 'gpu'"),
+                              ("rl.data_parallel=zero3", r"rl.data_parallel must be one of ddp\|fsdp2, got 'zero3'"),
+                              ("+task.bogus=1", r"configs/task/pick_place.yaml: unknown key\(s\) \['bogus'\]")):
+        with pytest.raises(ValueError, match=message.replace("|", r"\|") if "backend" in override else message):
+            to_object(compose("stage2", ["init=x", "task=pick_place", override]))
+    with pytest.raises(ValueError, match="experiment: eval.backend must be one of"):
+        to_object(compose("experiment", ["eval.backend=cuda"]))

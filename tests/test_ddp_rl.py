@@ -19,7 +19,7 @@ from cotrain.rl.anchor import RealBatchStream
 from cotrain.rl.config import RLConfig
 from cotrain.rl.distributed import PolicyStep, all_reduce_sum, init_distributed
 from cotrain.rl.rollout import RolloutCollector
-from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
+from doubles.rl_toys import ToyPolicy, ToyRealDataset, ToyVecEnv
 from cotrain.rl.trainer import PPOTrainer, training_batch
 
 H = 2

@@ -31,7 +31,7 @@ def test_runner_runs_every_step_resumes_a_cut_stage2_and_skips_done_steps(tmp_pa
     assert call(tmp_path, "steps=[demos,encoder,stage1]")
     first = json.loads(results.read_text())["steps"]
     assert first["demos"]["sim"]["episodes"] == 2 and first["demos"]["real_proxy"]["episodes"] == 1
-    assert first["stage1"]["checkpoint"].endswith("stage1/ckpt/last") and first["stage1"]["steps"] == 2
+    assert first["stage1"]["checkpoint"].endswith("stage1/ckpt/step_2") and first["stage1"]["steps"] == 2
     assert (tmp_path / "seed_0" / "encoder" / "image_encoder.safetensors").exists()
 
     # a call whose budget runs out in Stage II: one iteration, a checkpoint, no evaluation yet
@@ -44,10 +44,10 @@ def test_runner_runs_every_step_resumes_a_cut_stage2_and_skips_done_steps(tmp_pa
     s2 = done["stage2"]
     assert s2["status"] == "done" and s2["iterations_done"] == 2 and s2["env_steps"] == 2 * 2 * 4
     assert s2["wall_s"] > cut["stage2"]["wall_s"]  # summed over both calls
-    assert (tmp_path / "seed_0" / "stage2" / "ckpt" / "iter_1").exists()  # kept from the cut call
+    assert (tmp_path / "seed_0" / "stage2" / "ckpt" / "step_1").exists()  # kept from the cut call
     # both stages' checkpoints (Stage I done in the first call), both domains, the same seeds: pairable by seed
-    assert done["eval"]["stage2"]["checkpoint"].endswith("iter_2")
-    assert done["eval"]["stage1"]["checkpoint"].endswith("stage1/ckpt/last")
+    assert done["eval"]["stage2"]["checkpoint"].endswith("stage2/ckpt/step_2")
+    assert done["eval"]["stage1"]["checkpoint"].endswith("stage1/ckpt/step_2")
     for stage in ("stage1", "stage2"):
         ev = done["eval"][stage]
         assert set(ev) == {"checkpoint", "sim", "real_proxy"}

@@ -22,7 +22,7 @@ from cotrain.rl.distributed import (
 )
 from cotrain.rl.ppo_loss import policy_loss, value_loss
 from cotrain.rl.rollout import RolloutCollector
-from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
+from doubles.rl_toys import ToyPolicy, ToyRealDataset, ToyVecEnv
 from cotrain.rl.trainer import PPOTrainer, make_optimizer, training_batch
 
 H = 2
@@ -270,10 +270,8 @@ def test_single_process_fsdp2_is_the_plain_step_and_bad_values_are_refused():
     policy = ToyPolicy()
     step = wrap_step(policy, DistInfo(), find_unused_parameters=False, data_parallel="fsdp2")
     assert type(step) is PolicyStep and step.policy is policy
-    with pytest.raises(ValueError, match="rl.data_parallel must be one of ddp|fsdp2, got 'zero3'"):
-        wrap_step(policy, DistInfo(), find_unused_parameters=False, data_parallel="zero3")
-    with pytest.raises(ValueError, match="rl.data_parallel must be ddp|fsdp2, got 'fsdp'"):
-        RLConfig(data_parallel="fsdp")
+    with pytest.raises(ValueError, match=r"rl.data_parallel must be one of ddp\|fsdp2, got 'fsdp'"):
+        RLConfig(data_parallel="fsdp")  # checked once, where the config is parsed
 
 
 def trainer_case(out_dir: str) -> None:

@@ -12,7 +12,7 @@ from cotrain.rl.anchor import RealBatchStream
 from cotrain.rl.config import RLConfig
 from cotrain.rl.pipeline import RolloutPipeline
 from cotrain.rl.rollout import RolloutCollector
-from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
+from doubles.rl_toys import ToyPolicy, ToyRealDataset, ToyVecEnv
 from cotrain.rl.trainer import PPOTrainer, training_batch
 from cotrain.rl.vec_env import cat_obs
 

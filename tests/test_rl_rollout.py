@@ -7,7 +7,7 @@ from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.rl.config import RLConfig
 from cotrain.rl.rollout import RolloutBuffer, RolloutCollector
 from cotrain.rl.trainer import rollout_gae
-from cotrain.rl.toys import ToyPolicy
+from doubles.rl_toys import ToyPolicy
 from cotrain.rl.vec_env import check_step
 
 N, H = 2, 2

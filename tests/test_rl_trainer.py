@@ -11,7 +11,7 @@ import torch
 from cotrain.rl.anchor import RealBatchStream
 from cotrain.rl.config import RLConfig
 from cotrain.rl.rollout import RolloutCollector
-from cotrain.rl.toys import ToyPolicy, ToyRealDataset, ToyVecEnv
+from doubles.rl_toys import ToyPolicy, ToyRealDataset, ToyVecEnv
 from cotrain.rl.trainer import PPOTrainer, make_optimizer
 
 H = 2

@@ -9,7 +9,7 @@ from test_policies_support import HEADS, TASKS, TINY_SPEC, obs_of, stats_of, syn
 from cotrain.data.stats import box_stats
 from cotrain.policies import make_policy
 from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, RolloutCollector
-from cotrain.rl.toys import ToyBanditEnv, ToyVecEnv
+from doubles.rl_toys import ToyBanditEnv, ToyVecEnv
 
 H = 4
 

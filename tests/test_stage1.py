@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cotrain import checkpoints
 from cotrain.data import DatasetWriter, FeatureSpec, Provenance
 from cotrain.data.config import DataConfig
 from cotrain.metrics import WandbConfig
@@ -59,6 +60,9 @@ def test_stage1_trains_on_the_alpha_mixture_and_checkpoints(data, tmp_path):
     assert sorted(rows) == [1, 2, 3, 4, 5, 6]
     assert all(float(r["train/real_fraction"]) == 0.25 for r in rows.values())  # 2 of 8 every batch
     assert (last / "model.safetensors").exists() and (tmp_path / "run" / "ckpt" / "step_3").exists()
+    # one directory per save and the LATEST pointer (`cotrain.checkpoints`): no copies
+    assert last == tmp_path / "run" / "ckpt" / "step_6"
+    assert sorted(p.name for p in (tmp_path / "run" / "ckpt").iterdir()) == ["LATEST", "step_3", "step_6"]
     assert (tmp_path / "run" / "loss.png").exists()
 
 
@@ -71,15 +75,17 @@ def test_resume_continues_exactly(data, tmp_path, scaled):
         save_file({"image_encoder.proj.weight": torch.full((32, 16, 1, 1), 0.01)}, str(tmp_path / "enc.safetensors"))
         kw = dict(init_weights=str(tmp_path / "enc.safetensors"), init_lr_scale=0.1)
     train(config(data, tmp_path / "full", **kw))
-    # a run that stopped after step 3, resumed from its step-3 checkpoint
+    # a run that stopped after step 3 (its LATEST names step_3), resumed from its run directory
     train(config(data, tmp_path / "part", steps=6, save_every=3, **kw))
+    checkpoints.mark_latest(tmp_path / "part", 3)
     resumed_out = tmp_path / "resumed"
-    train(config(data, resumed_out, resume=str(tmp_path / "part" / "ckpt" / "step_3"), **kw))
+    last = train(config(data, resumed_out, resume=str(tmp_path / "part"), **kw))
+    assert last == resumed_out / "ckpt" / "step_6" and (resumed_out / "ckpt" / "LATEST").read_text() == "step_6\n"
     full, resumed = read_metrics(tmp_path / "full"), read_metrics(resumed_out)
     for step in (4, 5, 6):
         assert float(resumed[step]["train/sft_loss"]) == pytest.approx(float(full[step]["train/sft_loss"]), rel=1e-6)
-    a = load_file(str(tmp_path / "full" / "ckpt" / "last" / "model.safetensors"))
-    b = load_file(str(resumed_out / "ckpt" / "last" / "model.safetensors"))
+    a = load_file(str(checkpoints.latest(tmp_path / "full") / "model.safetensors"))
+    b = load_file(str(last / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
@@ -106,7 +112,7 @@ def test_checkpoint_holds_the_weight_average_and_resume_keeps_training_the_onlin
     from cotrain.policies import load_training_state
 
     train(config(data, tmp_path / "run", steps=3, save_every=3, ema_decay=0.5))
-    ckpt = tmp_path / "run" / "ckpt" / "last"
+    ckpt = checkpoints.resolve(tmp_path / "run")
     averaged = load_file(str(ckpt / "model.safetensors"))
     state = load_training_state(ckpt, restore_rng=False)
     online = state.extra["online_weights"]

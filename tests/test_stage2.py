@@ -66,7 +66,7 @@ def rows(out):
 
 def test_stage2_runs_and_resumes_exactly(setup, tmp_path):
     full = tmp_path / "full"
-    assert train(config(setup, full)) == full / "ckpt" / "iter_2"
+    assert train(config(setup, full)) == full / "ckpt" / "step_2"
     m = rows(full)
     # evaluation before training and after the last iteration, in both domains, over the evaluated seeds
     assert {"eval/sim_success", "eval/real_proxy_success"} <= set(m[0]) and "eval/real_proxy_success" in m[2]
@@ -74,24 +74,24 @@ def test_stage2_runs_and_resumes_exactly(setup, tmp_path):
     # differently from the rollout, and CPU kernels round differently per batch size
     assert float(m[1]["train/initial_ratio_dev"]) < 1e-4
     assert float(m[1]["train/sft_loss"]) > 0 and float(m[2]["env_steps"]) == 2 * 2 * 4
-    assert (full / "ckpt" / "LATEST").read_text() == "iter_2" and (full / "success.png").exists()
+    assert (full / "ckpt" / "LATEST").read_text() == "step_2\n" and (full / "success.png").exists()
     w0 = load_file(str(setup[0] / "init" / "model.safetensors"))
-    w2 = load_file(str(full / "ckpt" / "iter_2" / "model.safetensors"))
+    w2 = load_file(str(full / "ckpt" / "step_2" / "model.safetensors"))
     assert any(not torch.equal(w0[k], w2[k]) for k in w0), "PPO + anchor must change the weights"
 
     # a call with no time left stops after one iteration with a checkpoint; the same command resumed goes on, and
     # iteration 2 matches the uninterrupted run
     part = tmp_path / "part"
-    assert train(config(setup, part, time_budget_s=0.0)) == part / "ckpt" / "iter_1"
-    assert (part / "ckpt" / "LATEST").read_text() == "iter_1" and 2 not in rows(part)
+    assert train(config(setup, part, time_budget_s=0.0)) == part / "ckpt" / "step_1"
+    assert (part / "ckpt" / "LATEST").read_text() == "step_1\n" and 2 not in rows(part)
     # the same policy on the same seeds: the same evaluation outcome
     assert rows(part)[0]["eval/sim_success"] == m[0]["eval/sim_success"]
     train(config(setup, part, resume=str(part), eval_episodes=0))
     a, b = rows(full)[2], rows(part)[2]
     for key in ("train/pg_loss", "train/v_loss", "train/sft_loss"):
         assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5), key
-    wa = load_file(str(full / "ckpt" / "iter_2" / "model.safetensors"))
-    wb = load_file(str(part / "ckpt" / "iter_2" / "model.safetensors"))
+    wa = load_file(str(full / "ckpt" / "step_2" / "model.safetensors"))
+    wb = load_file(str(part / "ckpt" / "step_2" / "model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 

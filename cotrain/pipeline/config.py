@@ -13,7 +13,8 @@ from typing import Any
 
 from cotrain.pretrain_encoder import EncoderPretrainConfig
 from cotrain.stage1 import Stage1Config
-from cotrain.stage2 import Stage2Config
+from cotrain.errors import check_choice
+from cotrain.stage2 import EnvBackend, Stage2Config
 
 STEPS = ("demos", "encoder", "stage1", "stage2", "eval")
 """The named steps, in the order they run."""
@@ -60,12 +61,13 @@ class EvalStep:
     domains: list[str] = field(default_factory=lambda: ["sim", "real_proxy"])
     envs: int = 16
     """Env worker processes of the evaluation's vector env."""
-    backend: str = "physx_cpu"
+    backend: str = "physx_cpu"  # EnvBackend (checked in __post_init__)
     """physx_cpu (one process per env) or physx_cpu_serial (in-process, tests)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.envs < 1:
             raise ValueError("experiment: eval.episodes and eval.envs must be >= 1")
+        check_choice(self.backend, EnvBackend, "experiment: eval.backend")
         bad = [c for c in self.checkpoints if c not in ("stage1", "stage2")]
         if bad:
             raise ValueError(f"experiment: eval.checkpoints may name stage1 and stage2, got {bad}")

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cotrain import checkpoints
 from cotrain.pipeline import demo_store
 from cotrain.pipeline.config import ExperimentConfig
 
@@ -28,11 +30,12 @@ class Run:
     finished: Callable[[str], bool]
     """Whether a step of this run is done (in this call or an earlier one): the run record's `done`."""
 
-    @property
+    @functools.cached_property
     def task_cfg(self):
-        from cotrain.envs.config import TaskConfig
+        """The experiment's task mapping as a TaskConfig, parsed once (`cotrain.stage2.parse_task`)."""
+        from cotrain.stage2 import parse_task
 
-        return TaskConfig.from_dict(dict(self.cfg.task), source=f"configs/task/{self.cfg.task.get('task')}.yaml")
+        return parse_task(self.cfg.task)
 
     @property
     def chunk_size(self) -> int:
@@ -49,8 +52,9 @@ class Run:
         return self.dir / "encoder" / "image_encoder.safetensors"
 
     @property
-    def stage1_checkpoint(self) -> Path:
-        return self.dir / "stage1" / "ckpt" / "last"
+    def stage1_checkpoint(self) -> Path | None:
+        """Stage I's latest checkpoint in this run (None before its first save)."""
+        return checkpoints.latest(self.dir / "stage1")
 
 
 def metrics_rows(out: Path) -> list[dict[str, float]]:
@@ -90,7 +94,7 @@ def stage1(run: Run, entry: dict[str, Any]) -> None:
     from cotrain.stage1 import train
 
     cfg = run.cfg
-    resume = run.stage1_checkpoint if run.stage1_checkpoint.exists() else None  # a call cut during Stage I
+    resume = run.stage1_checkpoint  # a call cut during Stage I
     init = run.encoder_weights if "encoder" in cfg.steps else None
     if init is not None and not init.exists():
         raise FileNotFoundError(f"experiment: stage1 starts from the pretrained encoder but {init} is missing")
@@ -110,11 +114,13 @@ def stage2(run: Run, entry: dict[str, Any]) -> None:
     from cotrain.stage2 import train
 
     cfg = run.cfg
-    if not run.stage1_checkpoint.exists():
-        raise FileNotFoundError(f"experiment: stage2 starts from Stage I's {run.stage1_checkpoint}, which is missing")
+    init = run.stage1_checkpoint
+    if init is None:
+        raise FileNotFoundError(f"experiment: stage2 starts from Stage I's checkpoint, but {run.dir / 'stage1'} "
+                                "has none")
     out = run.dir / "stage2"
-    resumed = (out / "ckpt" / "LATEST").exists()  # a call cut by its time budget
-    s2 = dataclasses.replace(cfg.stage2, init=str(run.stage1_checkpoint), task=dict(cfg.task), out=str(out),
+    resumed = checkpoints.latest(out) is not None  # a call cut by its time budget
+    s2 = dataclasses.replace(cfg.stage2, init=str(init), task=dict(cfg.task), out=str(out),
                              resume=str(out) if resumed else None, seed=run.seed, device=cfg.device,
                              time_budget_s=run.remaining_s())
     real = run.demos("real_proxy") if cfg.demos.real > 0 else None
@@ -123,20 +129,17 @@ def stage2(run: Run, entry: dict[str, Any]) -> None:
     perf = [r for r in rows if "perf/loop_sps" in r]
     mean = lambda key: round(sum(r[key] for r in perf) / len(perf), 1) if perf else None  # noqa: E731
     evals = [r for r in rows if "eval/sim_success" in r]
-    entry |= {"checkpoint": str(ckpt), "iterations_done": int(ckpt.name.split("_")[1]), "iterations": s2.iterations,
+    entry |= {"checkpoint": str(ckpt), "iterations_done": checkpoints.step_of(ckpt), "iterations": s2.iterations,
               "env_steps": rows[-1].get("env_steps") if rows else 0.0, "loop_sps": mean("perf/loop_sps"),
               "env_sps": mean("perf/env_sps"), "rollout_success_last": perf[-1]["rollout/success"] if perf else None,
               "periodic_eval": [{k: r[k] for k in r if k.startswith("eval/") or k == "env_steps"} for r in evals]}
-    if ckpt.name != f"iter_{s2.iterations}":
+    if checkpoints.step_of(ckpt) != s2.iterations:
         entry["status"] = "partial"  # stopped by the time budget: the same command continues
 
 
 def final_checkpoint(run: Run, stage: str) -> Path:
-    if stage == "stage1":
-        return run.stage1_checkpoint
-    from cotrain.stage2 import resolve_resume
-
-    return resolve_resume(str(run.dir / "stage2"))
+    """The latest checkpoint of `stage` (a finished step: it has one)."""
+    return checkpoints.resolve(run.dir / stage, f"experiment {stage}")
 
 
 def evaluate(run: Run, entry: dict[str, Any]) -> None:

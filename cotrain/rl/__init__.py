@@ -2,7 +2,7 @@
 
 Modules (rsl_rl-like split): config (RLConfig), vec_env (the env contract, env groups), rollout (buffer +
 collector), pipeline (rollout k+1 during update k), gae, ppo_loss (clipped + decoupled PPO), anchor (real-batch
-stream), trainer (the update), distributed (torchrun: DDP / FSDP2), toys (contract-honouring stand-ins for tests).
+stream), trainer (the update), distributed (torchrun: DDP / FSDP2). Test doubles of the contracts: tests/doubles/rl_toys.py.
 """
 
 from cotrain.rl.anchor import RealBatchStream

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from cotrain.errors import check_choice
+
+DataParallel = Literal["ddp", "fsdp2"]
+"""Values of `rl.data_parallel`."""
 
 
 @dataclass
@@ -66,7 +72,7 @@ class RLConfig:
     """Pass-through to DDP. True: parameters outside both `evaluate` and `sft_loss` (e.g. a Flow-Noise network kept
     in a Flow-SDE policy) are allowed, at the cost of one graph traversal per micro-batch; False is faster when
     every trainable parameter is used (DDP then raises on the second iteration if one is not)."""
-    data_parallel: str = "ddp"
+    data_parallel: str = "ddp"  # DataParallel (checked in __post_init__)
     """Multi-rank training (torchrun): "ddp" replicates the policy and all-reduces gradients; "fsdp2" shards
     parameters, gradients and optimizer state over ranks (FSDP2 `fully_shard`) for a policy too large for one GPU."""
     rollout_groups: int = 2
@@ -99,8 +105,7 @@ class RLConfig:
         for name in ("clip_coef", "huber_delta", "max_grad_norm", "adam_eps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"rl.{name} must be > 0, got {getattr(self, name)}")
-        if self.data_parallel not in ("ddp", "fsdp2"):
-            raise ValueError(f"rl.data_parallel must be ddp|fsdp2, got {self.data_parallel!r}")
+        check_choice(self.data_parallel, DataParallel, "rl.data_parallel")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError(f"rl.target_kl must be > 0 or None, got {self.target_kl}")
         if self.vf_clip_coef is not None and self.vf_clip_coef <= 0:

@@ -30,9 +30,8 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from cotrain.policies.base import Policy
+from cotrain.rl.config import DataParallel
 
-DATA_PARALLEL = ("ddp", "fsdp2")
-"""Values of rl.data_parallel."""
 ENTRY_POINTS = ("sample", "value", "evaluate", "sft_loss")
 """The Policy methods callers use: FSDP2 forward methods of the sharded root."""
 
@@ -87,11 +86,10 @@ class PolicyStep(nn.Module):
         return logprob, entropy, value, sft_loss
 
 
-def wrap_step(policy: Policy, info: DistInfo, find_unused_parameters: bool, data_parallel: str = "ddp") -> nn.Module:
+def wrap_step(policy: Policy, info: DistInfo, find_unused_parameters: bool,
+              data_parallel: DataParallel = "ddp") -> nn.Module:
     """PolicyStep; when world_size > 1, either inside DDP (which broadcasts rank 0's weights at construction) or, for
     data_parallel="fsdp2", around the policy sharded in place by `shard_policy` (find_unused_parameters: DDP only)."""
-    if data_parallel not in DATA_PARALLEL:
-        raise ValueError(f"rl.data_parallel must be one of {'|'.join(DATA_PARALLEL)}, got {data_parallel!r}")
     step = PolicyStep(policy)
     if info.world_size == 1:
         return step

@@ -10,18 +10,19 @@ With `prefetch_ticks` L > 0 (pace=clock only) the policy runs in a worker thread
 next chunk is computed from the observation of the tick that leaves fewer than L actions queued, and a control tick
 only pops an action (see policy_loop.py). The executor thread and the worker share the GIL; torch releases it inside
 its ops, and `torch_threads` should leave a core to the executor (1 on a 2-core machine).
-The checkpoint is loaded with `policy_loader` and must match the robot config's feature spec; the policy does its
+The checkpoint (a checkpoint directory, or a training run: its latest, `cotrain.checkpoints`) must match the robot
+config's feature spec; the policy does its
 own preprocessing (normalisation, its own resize), the node only brings images to the spec's size, exactly as the
 camera node and the recorder do.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import sys
 import threading
+from typing import Any, Callable
 
 import numpy as np
 import rclpy
@@ -47,12 +48,13 @@ MIN_TIMER_S = 0.005
 ARM_STOPPED = ("estopped", "fault")
 
 
-def load_checkpoint(loader: str, path: str, spec: FeatureSpec):
-    """`module:function`(path, expected_spec=spec) -> Policy, imported lazily (training code is optional here)."""
-    module, _, fn = loader.partition(":")
-    if not module or not fn:
-        raise ValueError(f"policy.policy_loader={loader!r}: expected 'module:function'")
-    return getattr(importlib.import_module(module), fn)(path, expected_spec=spec)
+def load_checkpoint(path: str, spec: FeatureSpec):
+    """The policy of the checkpoint `path` means (`cotrain.checkpoints.resolve`: a checkpoint directory, a run's `ckpt`
+    directory or the run), refused when its feature spec differs from `spec`; training code is imported only here."""
+    from cotrain.checkpoints import resolve
+    from cotrain.policies.checkpoint import load_policy
+
+    return load_policy(resolve(path), expected_spec=spec)
 
 
 def make_act_fn(policy, device: str):
@@ -68,8 +70,10 @@ def make_act_fn(policy, device: str):
 
 
 class PolicyNode(Node):
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, load: Callable[[str, FeatureSpec], Any] = load_checkpoint, **kwargs) -> None:
+        """`load(path, spec) -> Policy` reads the `checkpoint` parameter's policy (tests pass a scripted one)."""
         super().__init__(NODE_NAME, **kwargs)
+        self.load = load
         self.p = declare(self, PolicyParams)
         self.spec = self.p.feature_spec()
         self.task = self.p.task
@@ -117,7 +121,7 @@ class PolicyNode(Node):
 
     # ---- checkpoint ---------------------------------------------------------------------------------
     def _load(self, path: str) -> None:
-        policy = load_checkpoint(self.p.policy_loader, path, self.spec)
+        policy = self.load(path, self.spec)
         steps = self.p.n_action_steps or policy.chunk_size
         if self.p.n_action_steps > policy.chunk_size or self.p.prefetch_ticks > steps:
             raise ValueError(f"checkpoint {path}: chunk {policy.chunk_size} is shorter than n_action_steps="

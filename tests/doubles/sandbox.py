@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROS_ENV_KEYS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")
 SHM_DIR = Path("/dev/shm")
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 def isolated_ros_env(base: dict | None = None) -> dict:
@@ -129,9 +130,10 @@ class ChildProcess:
 
 
 @contextmanager
-def node_process(name: str, params: dict, env: dict, log_dir: str | Path):
+def node_process(name: str, params: dict, env: dict, log_dir: str | Path, module: str | None = None):
     """The bridge node `name` in its own process with `params` (a ROS 2 parameter file), as the launch files start
-    it; stopped (SIGINT, then SIGKILL) on exit."""
+    it; stopped (SIGINT, then SIGKILL) on exit. `module`: a module of `doubles` to run instead of the node's own
+    (e.g. `doubles.scripted_policy_node`)."""
     import yaml
 
     from robot_bridge.graph import NODE_MODULES
@@ -139,7 +141,9 @@ def node_process(name: str, params: dict, env: dict, log_dir: str | Path):
     log_dir = Path(log_dir)
     params_file = log_dir / f"{name}.params.yaml"
     params_file.write_text(yaml.safe_dump({name: {"ros__parameters": params}}))
-    child = ChildProcess(NODE_MODULES[name], ["--ros-args", "--params-file", str(params_file)], env,
+    if module is not None:  # the doubles live in tests/, beside this file's package
+        env = env | {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH", "")]))}
+    child = ChildProcess(module or NODE_MODULES[name], ["--ros-args", "--params-file", str(params_file)], env,
                          log_dir / f"{name}.log")
     try:
         yield child

@@ -1,8 +1,8 @@
-"""Test helpers: a scripted `Policy` with fault injection, its checkpoint loader, and `RosHarness` (a probe node that
-plays camera and records topics). Processes and the ROS environment of a test: `robot_bridge.sandbox`.
+"""Bridge test doubles: a scripted `Policy` with fault injection, its checkpoint loader, and `RosHarness` (a probe node
+that plays camera and records topics). Processes and the ROS environment of a test: `doubles.sandbox`.
 
-The scripted policy's "checkpoint" is a JSON file, so a policy node in another process can load it through the
-`policy_loader` parameter (`robot_bridge.testing:load_scripted_policy`):
+The scripted policy's "checkpoint" is a JSON file, read by `load_scripted_policy` (a PolicyNode built with
+`load=load_scripted_policy` in a test; in a process of its own, `doubles.scripted_policy_node`):
     {"spec": {FeatureSpec fields}, "chunk_size": 4, "action": [7 floats] or [[7 floats], ...] (chunk k: the k-th, cycled),
      "fault": null | {"kind": "raise" | "nan" | "oversize", "after_calls": n}, "sleep_ms": 0}
 """

@@ -1,4 +1,4 @@
-"""Tiny stand-ins that honour the Policy and VecEnv contracts: for tests and smoke runs without SAPIEN.
+"""Tiny stand-ins that honour the Policy and VecEnv contracts (test doubles: the RL tests run without SAPIEN).
 
 ToyVecEnv: reach a goal in 3-d. state = (ee xyz, goal xyz, elapsed fraction of the time limit, 0.04) (time is
 observed so values stay finite under truncation bootstrapping); the action's first three
