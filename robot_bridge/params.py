@@ -145,6 +145,9 @@ class TeleopParams(SpecParams):
     """End-effector speed at full deflection, m/s."""
     angular_speed: float = 0.3
     """End-effector angular speed at full deflection, rad/s."""
+    intervene: bool = False
+    """False: drive the arm on /action every tick. True (the policy drives): steps go to /teleop/action only on ticks
+    with operator input, which take control from the policy; key h hands it back."""
 
 
 @dataclass
@@ -161,6 +164,9 @@ class RecorderParams(SpecParams):
     """An action is paired with the newest image and state at most this much older than the action's stamp."""
     use_video: bool = True
     """Store images as video (LeRobot's default) or as PNG frames."""
+    intervention: bool = False
+    """Record LeRobot's per-frame `intervention` flag (True where the operator drove: /franka/applied_action's
+    frame_id); an episode with a flagged frame is saved with the provenance source 'intervention'."""
 
 
 NODE_PARAMS: dict[str, type] = {

@@ -4,7 +4,9 @@ Subscribes  /camera/image_raw, /franka/ee_pose + /franka/joint_states, /franka/a
             /franka/status (twin backend: the episode's reset seed goes into the saved episode's provenance)
 Publishes   /recorder/status (JSON)
 Services    /recorder/start (begin an episode), /recorder/stop (save it), /recorder/discard (drop it)   std_srvs/Trigger
-Frames are paired by `frame_sync.FrameSync`; saving goes through `cotrain.data.DatasetWriter` (commit per episode),
+With `intervention` each frame carries LeRobot's per-frame `intervention` flag: True where the operator drove it
+(/franka/applied_action's frame_id, robot_bridge/takeover.py); an episode with a flagged frame is saved with the
+provenance source 'intervention' (else the configured source). Frames are paired by `frame_sync.FrameSync`; saving goes through `cotrain.data.DatasetWriter` (commit per episode),
 so a kill at any moment leaves the dataset with exactly the episodes saved before it, readable by Stage II.
 """
 
@@ -26,6 +28,7 @@ from robot_bridge.frame_sync import FrameSync
 from robot_bridge.image import to_spec_image
 from robot_bridge.nodes import run
 from robot_bridge.params import RecorderParams, declare
+from robot_bridge.takeover import OPERATOR
 
 NODE_NAME = "recorder"
 
@@ -38,7 +41,9 @@ class RecorderNode(Node):
         Provenance(self.p.domain, self.p.source)  # refuses a bad domain or source at start-up
         self.task = self.p.task
         self.sync = FrameSync(int(self.p.max_sync_skew_ms * 1e6))
-        self.writer = DatasetWriter(Path(self.p.dataset_root), self.spec, commit_every=1, use_video=self.p.use_video)
+        self.writer = DatasetWriter(Path(self.p.dataset_root), self.spec, commit_every=1, use_video=self.p.use_video,
+                                    intervention=self.p.intervention)
+        self.flagged = 0  # frames of the current episode the operator drove
         self.recording = False
         self.saved = 0
         self._skipped_at_start = 0  # FrameSync.skipped when the episode started (the loss is reported per episode)
@@ -120,7 +125,10 @@ class RecorderNode(Node):
         with self._lock:
             frame = self.sync.pair(messages.stamp_to_ns(msg.header.stamp), action)
             if frame is not None:
-                self.writer.add_frame(frame.image, frame.state, frame.action, self.task)
+                flag = msg.header.frame_id == OPERATOR
+                self.writer.add_frame(frame.image, frame.state, frame.action, self.task,
+                                      intervention=flag if self.p.intervention else None)
+                self.flagged += int(flag)
         self._publish_status()
 
     # ---- services -----------------------------------------------------------------------------------
@@ -130,6 +138,7 @@ class RecorderNode(Node):
                 response.success, response.message = False, "no task instruction (parameter 'task' or topic /task)"
             else:
                 self.writer.discard_episode()
+                self.flagged = 0
                 self._skipped_at_start = self.sync.skipped
                 self.recording = True
                 self._start_episode = self._twin_episode["index"] if self._twin_episode else None
@@ -147,10 +156,12 @@ class RecorderNode(Node):
             if n == 0:
                 response.success, response.message = False, f"no frames recorded; nothing saved{dropped}"
             else:
-                index = self.writer.save_episode(Provenance(self.p.domain, self.p.source, self._seed()))
+                source = "intervention" if self.flagged else self.p.source
+                index = self.writer.save_episode(Provenance(self.p.domain, source, self._seed()))
                 self.saved += 1
                 response.success = True
-                response.message = f"saved episode {index} ({n} frames){dropped} to {self.writer.root}"
+                flagged = f", {self.flagged} by the operator" if self.p.intervention else ""
+                response.message = f"saved episode {index} ({n} frames{flagged}){dropped} to {self.writer.root}"
         (self.get_logger().warning if dropped else self.get_logger().info)(response.message)
         self._publish_status()
         return response
@@ -165,6 +176,7 @@ class RecorderNode(Node):
 
     def _publish_status(self) -> None:
         self.status.publish(state="recording" if self.recording else "idle", frames=self.writer.num_frames_buffered,
+                            operator_frames=self.flagged,
                                   saved=self.saved, skipped=self.sync.skipped, dataset=str(self.writer.root))
 
 
