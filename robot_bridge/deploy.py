@@ -107,8 +107,9 @@ def run_episodes(nodes: dict, cfg: DeployConfig, call) -> list[dict]:
     return results
 
 
-def deploy(cfg: DeployConfig) -> list[dict]:
-    """Run the graph; with `episodes` > 0 returns the twin's episodes (see `run_episodes`)."""
+def deploy(cfg: DeployConfig, extra_nodes=None) -> list[dict]:
+    """Run the graph; with `episodes` > 0 returns the twin's episodes (see `run_episodes`). `extra_nodes(nodes)`
+    returns more nodes to run in this process beside the graph's (e.g. the twin's scripted operator)."""
     import threading
 
     import rclpy
@@ -125,6 +126,9 @@ def deploy(cfg: DeployConfig) -> list[dict]:
         for spec in sorted(specs, key=lambda s: s.name == "franka"):
             nodes[spec.name] = make_node(spec)
             executor.add_node(nodes[spec.name])
+        for node in extra_nodes(nodes) if extra_nodes is not None else []:
+            nodes[node.get_name()] = node
+            executor.add_node(node)
         if cfg.episodes == 0:
             executor.spin()
             return []

@@ -175,6 +175,11 @@ class FrankaNode(LifecycleNode):
         self._publish_frame()
         self._publish_status()
 
+    def twin_frame_seq(self, stamp_ns: int) -> int | None:
+        """Twin: the sequence number of the frame published with this stamp, if it is the latest one; else None."""
+        seq, stamp = self._frame_seq, self._frame_stamp
+        return seq if self._twin is not None and stamp == stamp_ns and seq > 0 else None
+
     def _frame_ns(self) -> int:
         """Twin: the stamp of the current frame (a command answering an older one is stale); 0 for a real arm."""
         return self._frame_stamp if self._twin is not None else 0

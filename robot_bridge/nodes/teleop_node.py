@@ -66,7 +66,7 @@ class TeleopNode(Node):
         self.gripper_pub = self.create_publisher(Float64, topics.TELEOP_GRIPPER, 10)
         self.action_pub = self.create_publisher(JointState, topics.ACTION, 10)
         self.operator_pub = self.create_publisher(JointState, topics.OPERATOR_ACTION, 10)
-        self.services = {srv: self.create_client(Trigger, srv) for srv in SERVICE_KEYS.values()}
+        self.trigger_clients = {srv: self.create_client(Trigger, srv) for srv in SERVICE_KEYS.values()}
         if self.p.intervene:
             self.create_subscription(JointState, topics.APPLIED_ACTION, self._on_applied, 10)
         self.create_subscription(String, KEYS_TOPIC, lambda m: [self._on_key(c) for c in m.data], 10)
@@ -90,7 +90,7 @@ class TeleopNode(Node):
         with self._lock:
             service = self.keys.on_key(key, time.monotonic())
         if service is not None:
-            client = self.services[service]
+            client = self.trigger_clients[service]
             if client.service_is_ready():
                 client.call_async(Trigger.Request())
             else:
