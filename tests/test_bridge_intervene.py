@@ -112,3 +112,16 @@ def test_operator_frames_are_counted_by_the_arm_and_train_stage_one(round_):
     ds = LeRobotDataset("local/dataset", root=root / "dataset")
     assert ds.meta.features["intervention"]["dtype"] == "bool"
     assert sum(bool(ds[i]["intervention"]) for i in range(len(ds))) == n_flagged
+
+
+def test_the_round_retrains_from_the_deployed_weights_on_the_recorded_dataset(round_, tmp_path):
+    """Step 2 of `robot_bridge.dagger_round` on the dataset the recorder appended to, without conversion."""
+    from robot_bridge.dagger_round import DaggerRoundConfig, retrain
+
+    root, _, _, _ = round_
+    cfg = DaggerRoundConfig(checkpoint=str(root / "ckpt"), alpha=1.0, steps=2,
+                            stage1={"data": {"batch_size": 4}, "device": "cpu", "warmup_steps": 1, "ema_decay": 0.0})
+    ckpt = retrain(cfg, root / "dataset", tmp_path / "stage1")
+    assert (ckpt / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="episodes=0"):
+        DaggerRoundConfig(checkpoint="x", episodes=0)
