@@ -22,8 +22,10 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "deploy_policy": ("camera", "franka", "policy", "recorder"),
     "teleop_collect": ("camera", "franka", "teleop", "recorder"),
     "intervene": ("camera", "franka", "policy", "teleop", "recorder"),
+    "calibrate": ("camera", "franka", "calibration", "recorder"),
 }
-SOURCES: dict[str, str] = {"deploy_policy": "policy", "teleop_collect": "teleop", "intervene": "policy"}
+SOURCES: dict[str, str] = {"deploy_policy": "policy", "teleop_collect": "teleop", "intervene": "policy",
+                           "calibrate": "expert"}
 """The recorder's provenance `source` for each profile (an override may still say 'intervention'; in `intervene` an
 episode the operator corrected is saved as 'intervention')."""
 PROFILE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
@@ -36,9 +38,11 @@ NODE_MODULES: dict[str, str] = {
     "policy": "robot_bridge.nodes.policy_node",
     "teleop": "robot_bridge.nodes.teleop_node",
     "recorder": "robot_bridge.nodes.recorder_node",
+    "calibration": "robot_bridge.nodes.calibration_node",
 }
 NODE_CLASSES: dict[str, str] = {
     "camera": "CameraNode", "franka": "FrankaNode", "policy": "PolicyNode", "teleop": "TeleopNode", "recorder": "RecorderNode",
+    "calibration": "CalibrationNode",
 }
 
 

@@ -164,9 +164,23 @@ class RecorderParams(SpecParams):
     """An action is paired with the newest image and state at most this much older than the action's stamp."""
     use_video: bool = True
     """Store images as video (LeRobot's default) or as PNG frames."""
+    background_dir: str = "datasets/real/background"
+    """Where /recorder/capture_background writes the empty-scene frames (PNG; `cotrain.calibrate background_dir=`)."""
+    background_frames: int = 10
+    """Frames one background capture takes."""
     intervention: bool = False
     """Record LeRobot's per-frame `intervention` flag (True where the operator drove: /franka/applied_action's
     frame_id); an episode with a flagged frame is saved with the provenance source 'intervention'."""
+
+
+@dataclass
+class CalibrationParams(SpecParams):
+    steps: int = 40
+    """Steps of the calibration motion (even: it returns to its start)."""
+    amplitude: float = 0.01
+    """Δxyz of one step, m (at the control rate: 10 Hz -> 10 cm/s)."""
+    seed: int = 0
+    """Seed of the motion's axes and signs."""
 
 
 NODE_PARAMS: dict[str, type] = {
@@ -175,6 +189,7 @@ NODE_PARAMS: dict[str, type] = {
     "camera": CameraParams,
     "teleop": TeleopParams,
     "recorder": RecorderParams,
+    "calibration": CalibrationParams,
 }
 SHARED = "/**"
 
