@@ -50,7 +50,7 @@ class Takeover:
 
     def on_policy(self, stamp_ns: int, frame_ns: int = 0) -> bool:
         """Whether a command from /action (stamped with the observation it answers) goes to the arm."""
-        if self.controller == OPERATOR or stamp_ns <= self.last_operator_ns:
+        if self.controller == OPERATOR or (self.last_operator_ns and stamp_ns <= self.last_operator_ns):
             self.stats.policy_dropped += 1
             return False
         if stamp_ns < frame_ns:

@@ -13,6 +13,7 @@ MS = 1_000_000
 
 def test_operator_takes_over_at_once_and_hands_back_by_request():
     t = Takeover()
+    assert t.on_policy(stamp_ns=0)  # no operator yet: the policy's watchdog hold (stamp 0) goes to the arm
     assert t.on_policy(stamp_ns=100 * MS)  # the policy drives
     assert t.on_operator(stamp_ns=150 * MS, now_ns=160 * MS) and t.controller == OPERATOR  # its first command goes
     assert not t.on_policy(stamp_ns=200 * MS)  # fresh, but the operator drives
@@ -22,7 +23,7 @@ def test_operator_takes_over_at_once_and_hands_back_by_request():
     # (stamp 0) carrying the policy's old gripper neither; an observation after it is
     assert not t.on_policy(stamp_ns=240 * MS) and not t.on_policy(stamp_ns=0)
     assert t.on_policy(stamp_ns=300 * MS)
-    assert t.stats.to_dict() == {"takeovers": 1, "handbacks": 1, "operator_sent": 2, "policy_sent": 2,
+    assert t.stats.to_dict() == {"takeovers": 1, "handbacks": 1, "operator_sent": 2, "policy_sent": 3,
                                  "policy_dropped": 3, "stale_dropped": 0}
     t.reset()  # a new episode
     assert t.controller == POLICY and t.on_policy(stamp_ns=1)
