@@ -186,9 +186,9 @@ def load_mixture(cfg: Stage1Config, chunk_size: int, real: list[ChunkDataset] | 
     """The α mixture of `real` / `sim`, or of the datasets named in `cfg.data`."""
     spec = FeatureSpec()
     if real is None:
-        real = [load_dataset(root, spec, chunk_size) for root in cfg.data.real]
+        real = [load_dataset(root, spec, chunk_size, cfg.data.frames) for root in cfg.data.real]
     if sim is None:
-        sim = [load_dataset(root, spec, chunk_size) for root in cfg.data.sim]
+        sim = [load_dataset(root, spec, chunk_size, cfg.data.frames) for root in cfg.data.sim]
     log.info("data: %d real frames, %d sim frames, alpha=%.2f", sum(map(len, real)), sum(map(len, sim)), cfg.data.alpha)
     return Mixture(real, sim, cfg.data.alpha, cfg.data.batch_size, seed=cfg.data.seed)
 

@@ -29,12 +29,13 @@ from tqdm import tqdm
 
 from cotrain import checkpoints
 from cotrain.config import register_schema
+from cotrain.data import FeatureSpec, FrameWeights, load_dataset
 from cotrain.errors import check_choice
-from cotrain.data import FeatureSpec, load_dataset
 from cotrain.evaluation import evaluate_vec
 from cotrain.metrics import MetricsLogger, WandbConfig
 from cotrain.policies import load_policy, save_checkpoint
 from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, all_reduce_sum, init_distributed
+from cotrain.rl.anchor import frame_weights
 from cotrain.rl.distributed import DistInfo, gathered, savable_policy
 from cotrain.rl.pipeline import RolloutPipeline
 from cotrain.rl.rollout import RolloutStats
@@ -58,6 +59,9 @@ class Stage2Config:
     real: list[str] = field(default_factory=list)
     """Real datasets for the anchor (robot recordings, or the real-proxy stand-in). Required when rl.beta > 0 unless
     `train` is given the real data in memory."""
+    real_frames: FrameWeights = field(default_factory=FrameWeights)
+    """Weight of each frame of `real` by its source (demo, intervention, policy; `cotrain.data.frame_source`): 0
+    leaves those frames out of the anchor; the default anchors on the human's frames (HG-DAgger)."""
     rl: RLConfig = field(default_factory=RLConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     envs: int = 16
@@ -166,11 +170,13 @@ def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> P
                          overrides=None if resume else OmegaConf.to_container(OmegaConf.create(cfg.policy_overrides)))
 
     # real data for the anchor: a fresh batch per PPO micro-batch
+    weights = None
     if cfg.real and real_dataset is None:
-        real_dataset = torch.utils.data.ConcatDataset([load_dataset(r, spec, policy.chunk_size) for r in cfg.real])
+        parts = [load_dataset(r, spec, policy.chunk_size, cfg.real_frames) for r in cfg.real]
+        real_dataset, weights = torch.utils.data.ConcatDataset(parts), frame_weights(parts)
     real = None
     if real_dataset is not None:
-        real = RealBatchStream(real_dataset, cfg.rl.real_batch_size, seed=cfg.seed * 1000 + info.rank)
+        real = RealBatchStream(real_dataset, cfg.rl.real_batch_size, seed=cfg.seed * 1000 + info.rank, weights=weights)
 
     # each rank owns its workers; rollouts in sim (rl.overlap_update: rollout k+1 during update k)
     env = make_env(task_cfg, "sim", "rgb", num_envs=cfg.envs, seed=cfg.seed * 1000 + info.rank, backend=cfg.backend)

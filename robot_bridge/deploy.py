@@ -27,7 +27,8 @@ from robot_bridge.nodes import EXIT_TIMEOUT_S, callbacks_done
 @dataclass
 class DeployConfig:
     profile: str = "deploy_policy"
-    """deploy_policy (camera, franka, policy, recorder) or teleop_collect (camera, franka, teleop, recorder)."""
+    """deploy_policy (camera, franka, policy, recorder), teleop_collect (camera, franka, teleop, recorder), intervene
+    (deploy_policy + teleop taking over) or calibrate (camera, franka, calibration motion, recorder)."""
     robot_config: str = "franka_sim"
     """Name of a ROS parameter file in configs/robot (or a path to one)."""
     checkpoint: str = ""
@@ -65,6 +66,10 @@ def specs_for(cfg: DeployConfig):
     return node_specs(cfg.profile, cfg.robot_config, overrides)
 
 
+STARTERS = {"policy": "/policy/start", "calibration": "/calibration/start"}
+"""The node that moves the arm in an episode, started after the recorder (and stopped before it saves)."""
+
+
 def _wait_until(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -89,7 +94,7 @@ def run_episodes(nodes: dict, cfg: DeployConfig, call) -> list[dict]:
             takers = [nodes[n] for n in ("policy", "recorder") if n in nodes]
             if not _wait_until(lambda: all(n.task == twin["instruction"] for n in takers), 10.0):
                 raise RuntimeError(f"episode {ep}: /task {twin['instruction']!r} did not reach the policy/recorder")
-        for srv in ("/recorder/start", "/policy/start") if "policy" in nodes else ("/recorder/start",):
+        for srv in ["/recorder/start"] + [STARTERS[n] for n in STARTERS if n in nodes]:
             r = call(srv)
             if not r.success:
                 raise RuntimeError(f"episode {ep}: {srv} refused: {r.message}")
@@ -97,8 +102,9 @@ def run_episodes(nodes: dict, cfg: DeployConfig, call) -> list[dict]:
             time.sleep(cfg.episode_s)
         else:
             _wait_until(lambda: franka.episode["done"], cfg.episode_s)
-        if "policy" in nodes:
-            call("/policy/stop")
+        for n in STARTERS:
+            if n in nodes:
+                call(f"/{n}/stop")
         if twin is not None:  # the last applied actions may still be on their way to the recorder
             _wait_until(lambda: nodes["recorder"].writer.num_frames_buffered >= franka.episode["steps"], 5.0)
             results.append(franka.episode)
@@ -107,8 +113,9 @@ def run_episodes(nodes: dict, cfg: DeployConfig, call) -> list[dict]:
     return results
 
 
-def deploy(cfg: DeployConfig) -> list[dict]:
-    """Run the graph; with `episodes` > 0 returns the twin's episodes (see `run_episodes`)."""
+def deploy(cfg: DeployConfig, extra_nodes=None) -> list[dict]:
+    """Run the graph; with `episodes` > 0 returns the twin's episodes (see `run_episodes`). `extra_nodes(nodes)`
+    returns more nodes to run in this process beside the graph's (e.g. the twin's scripted operator)."""
     import threading
 
     import rclpy
@@ -125,6 +132,9 @@ def deploy(cfg: DeployConfig) -> list[dict]:
         for spec in sorted(specs, key=lambda s: s.name == "franka"):
             nodes[spec.name] = make_node(spec)
             executor.add_node(nodes[spec.name])
+        for node in extra_nodes(nodes) if extra_nodes is not None else []:
+            nodes[node.get_name()] = node
+            executor.add_node(node)
         if cfg.episodes == 0:
             executor.spin()
             return []

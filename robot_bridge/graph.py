@@ -21,18 +21,28 @@ CONFIG_DIR = REPO / "configs" / "robot"
 PROFILES: dict[str, tuple[str, ...]] = {
     "deploy_policy": ("camera", "franka", "policy", "recorder"),
     "teleop_collect": ("camera", "franka", "teleop", "recorder"),
+    "intervene": ("camera", "franka", "policy", "teleop", "recorder"),
+    "calibrate": ("camera", "franka", "calibration", "recorder"),
 }
-SOURCES: dict[str, str] = {"deploy_policy": "policy", "teleop_collect": "teleop"}
-"""The recorder's provenance `source` for each profile (an override may still say 'intervention')."""
+SOURCES: dict[str, str] = {"deploy_policy": "policy", "teleop_collect": "teleop", "intervene": "policy",
+                           "calibrate": "expert"}
+"""The recorder's provenance `source` for each profile (an override may still say 'intervention'; in `intervene` an
+episode the operator corrected is saved as 'intervention')."""
+PROFILE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "intervene": {"teleop": {"intervene": True}, "recorder": {"intervention": True}},
+}
+"""What a profile sets on its nodes (HG-DAgger: the policy drives, the operator takes over; frames flagged)."""
 NODE_MODULES: dict[str, str] = {
     "camera": "robot_bridge.nodes.camera_node",
     "franka": "robot_bridge.nodes.franka_node",
     "policy": "robot_bridge.nodes.policy_node",
     "teleop": "robot_bridge.nodes.teleop_node",
     "recorder": "robot_bridge.nodes.recorder_node",
+    "calibration": "robot_bridge.nodes.calibration_node",
 }
 NODE_CLASSES: dict[str, str] = {
     "camera": "CameraNode", "franka": "FrankaNode", "policy": "PolicyNode", "teleop": "TeleopNode", "recorder": "RecorderNode",
+    "calibration": "CalibrationNode",
 }
 
 
@@ -65,6 +75,8 @@ def node_specs(profile: str, robot: str, overrides: dict[str, dict[str, Any]] | 
     if profile not in PROFILES:
         raise ValueError(f"profile {profile!r}: expected one of {sorted(PROFILES)}")
     overrides = dict(overrides or {})
+    for node, values in PROFILE_PARAMS.get(profile, {}).items():
+        overrides[node] = values | overrides.get(node, {})
     overrides["recorder"] = {"source": SOURCES[profile]} | overrides.get("recorder", {})
     params = load_robot_config(robot_config_path(robot), overrides)
     names = [n for n in PROFILES[profile] if not (n == "camera" and params["franka"]["backend"] == "twin")]

@@ -143,6 +143,9 @@ class TeleopParams(SpecParams):
     """End-effector speed at full deflection, m/s."""
     angular_speed: float = 0.3
     """End-effector angular speed at full deflection, rad/s."""
+    intervene: bool = False
+    """False: drive the arm on /action every tick. True (the policy drives): steps go to /teleop/action only on ticks
+    with operator input, which take control from the policy; key h hands it back."""
 
 
 @dataclass
@@ -159,6 +162,23 @@ class RecorderParams(SpecParams):
     """An action is paired with the newest image and state at most this much older than the action's stamp."""
     use_video: bool = True
     """Store images as video (LeRobot's default) or as PNG frames."""
+    background_dir: str = "datasets/real/background"
+    """Where /recorder/capture_background writes the empty-scene frames (PNG; `cotrain.calibrate background_dir=`)."""
+    background_frames: int = 10
+    """Frames one background capture takes."""
+    intervention: bool = False
+    """Record LeRobot's per-frame `intervention` flag (True where the operator drove: /franka/applied_action's
+    frame_id); an episode with a flagged frame is saved with the provenance source 'intervention'."""
+
+
+@dataclass
+class CalibrationParams(SpecParams):
+    steps: int = 40
+    """Steps of the calibration motion (even: it returns to its start)."""
+    amplitude: float = 0.01
+    """Δxyz of one step, m (at the control rate: 10 Hz -> 10 cm/s)."""
+    seed: int = 0
+    """Seed of the motion's axes and signs."""
 
 
 NODE_PARAMS: dict[str, type] = {
@@ -167,6 +187,7 @@ NODE_PARAMS: dict[str, type] = {
     "camera": CameraParams,
     "teleop": TeleopParams,
     "recorder": RecorderParams,
+    "calibration": CalibrationParams,
 }
 SHARED = "/**"
 

@@ -86,6 +86,8 @@ def deployed_nodes(args: list[str]) -> list[dict]:
          ["robot_config=franka_sim", "checkpoint=runs/ckpt", "instruction=push the red cube"]),
         ("teleop_collect", {"robot_config": "franka", "dataset": "datasets/real/pick", "activate": "false"},
          ["profile=teleop_collect", "robot_config=franka", "dataset=datasets/real/pick", "activate=false"]),
+        ("intervene", {"robot_config": "franka_sim", "checkpoint": "runs/ckpt", "dataset": "datasets/real/dagger"},
+         ["profile=intervene", "robot_config=franka_sim", "checkpoint=runs/ckpt", "dataset=datasets/real/dagger"]),
     ],
 )
 def test_launch_file_and_deploy_describe_the_same_nodes(stub_launch, profile, launch_args, deploy_args):
@@ -97,6 +99,9 @@ def test_launch_file_and_deploy_describe_the_same_nodes(stub_launch, profile, la
     if profile == "deploy_policy":
         assert by_name["policy"]["checkpoint"] == "runs/ckpt" and by_name["recorder"]["task"] == "push the red cube"
         assert by_name["franka"]["autostart"] is True and by_name["franka"]["robot_ip"] == "127.0.0.2"
+    elif profile == "intervene":  # the operator's steps go to /teleop/action; frames flagged, rollouts by default
+        assert by_name["teleop"]["intervene"] is True and by_name["recorder"]["intervention"] is True
+        assert by_name["recorder"]["source"] == "policy" and by_name["policy"]["checkpoint"] == "runs/ckpt"
     else:
         assert by_name["recorder"]["dataset_root"] == "datasets/real/pick" and by_name["franka"]["autostart"] is False
 

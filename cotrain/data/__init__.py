@@ -1,6 +1,7 @@
 """Datasets: the feature spec, LeRobot (v3) read/write with provenance, the α mixture, normalisation stats."""
 
 from cotrain.data.errors import DatasetError
+from cotrain.data.frame_source import FrameWeights
 from cotrain.data.mixture import Mixture, collate
 from cotrain.data.provenance import Provenance, read_provenance
 from cotrain.data.reader import ChunkDataset, EpisodeStore, check_dataset, open_lerobot, store_from_episodes
@@ -16,9 +17,9 @@ from cotrain.data.stats import NormStats
 from cotrain.data.writer import DatasetWriter
 
 
-def load_dataset(root, spec: FeatureSpec, chunk_size: int) -> ChunkDataset:
-    """A dataset on disk, in memory, as action-chunk items."""
-    return ChunkDataset(EpisodeStore.load(root, spec), chunk_size)
+def load_dataset(root, spec: FeatureSpec, chunk_size: int, weights: FrameWeights | None = None) -> ChunkDataset:
+    """A dataset on disk, in memory, as action-chunk items (`weights`: which frames, how often; see ChunkDataset)."""
+    return ChunkDataset(EpisodeStore.load(root, spec), chunk_size, weights)
 
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "DatasetWriter",
     "EpisodeStore",
     "FeatureSpec",
+    "FrameWeights",
     "Mixture",
     "NormStats",
     "Provenance",

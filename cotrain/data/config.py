@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cotrain.data.frame_source import FrameWeights
+
 
 @dataclass
 class DataConfig:
@@ -17,6 +19,9 @@ class DataConfig:
     """Samples per SFT batch (128: the measured Stage I recipe, docs/results.md)."""
     seed: int = 0
     """Seed of the batch order; batches are a pure function of (seed, step)."""
+    frames: FrameWeights = field(default_factory=FrameWeights)
+    """Weight of each frame of data.real / data.sim by its source (demo, intervention, policy;
+    `cotrain.data.frame_source`): 0 leaves those frames out; the default trains on the human's frames (HG-DAgger)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:

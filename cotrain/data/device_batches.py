@@ -50,21 +50,22 @@ class DeviceBatches:
                  tokenize: Callable[[list[str]], torch.Tensor]) -> None:
         if not 0 <= start < stop:
             raise ValueError(f"DeviceBatches: need 0 <= start < stop, got start={start} stop={stop}")
-        stores = [d for g in (REAL, SIM) for d in mixture.groups[g].datasets]
-        chunk = {d.chunk_size for d in stores}
+        chunk = {d.chunk_size for g in (REAL, SIM) for d in mixture.groups[g].datasets}
         if len(chunk) != 1:
             raise ValueError(f"DeviceBatches: the datasets' chunk sizes differ: {sorted(chunk)}")
         self.chunk_size, self.start, self.stop = chunk.pop(), start, stop
-        self.n_real_frames = len(mixture.groups[REAL])
         frames, offset = [], 0
-        chunk_frames, chunk_pad = [], []
-        for d in stores:
-            s = d.store
-            idx = np.arange(len(s))[:, None] + np.arange(self.chunk_size)[None, :]  # ChunkDataset's chunk t..t+H−1
-            chunk_pad.append(idx >= s.episode_end[:, None])
-            chunk_frames.append(offset + np.minimum(idx, s.episode_end[:, None] - 1))
-            frames.append(s)
-            offset += len(s)
+        chunk_frames, chunk_pad, items = [], [], []
+        for g in (REAL, SIM):
+            for d in mixture.groups[g].datasets:
+                rows, pad = d.chunk_rows()  # ChunkDataset's chunk t..t+H−1 of every stored frame
+                chunk_pad.append(pad)
+                chunk_frames.append(offset + rows)
+                items.append(offset + d.frames)  # the dataset's items (its frames of positive weight)
+                frames.append(d.store)
+                offset += len(d.store)
+            if g == REAL:
+                self.n_real_frames = offset
 
         def cat(name: str) -> torch.Tensor:
             return torch.from_numpy(np.concatenate([getattr(s, name) for s in frames])).to(device)
@@ -76,7 +77,8 @@ class DeviceBatches:
         unique = sorted(set(tasks))
         row_of = {t: i for i, t in enumerate(unique)}
         self.task_ids = tokenize(unique)[torch.tensor([row_of[t] for t in tasks])].to(device)
-        self.schedule = torch.from_numpy(mixture.schedule(start, stop).astype(np.int32)).to(device)
+        item_rows = np.concatenate(items)  # the mixture's positions (items of all real, then all sim datasets) -> rows
+        self.schedule = torch.from_numpy(item_rows[mixture.schedule(start, stop)].astype(np.int32)).to(device)
 
     def __len__(self) -> int:
         """Frames held (real and sim)."""

@@ -5,7 +5,9 @@ Batch k holds n_real(k) real samples and B − n_real(k) sim samples, where
 so every batch holds exactly α·B real samples when that is an integer, and in any case the first K batches hold
 round(K·α·B) in total. Within the real (or sim) group, the j-th draw is position j mod N of the permutation
 for epoch j div N, seeded by (seed, group, epoch): batches are a pure function of (seed, k), so a resumed run
-continues with exactly the batches an uninterrupted run would have drawn.
+continues with exactly the batches an uninterrupted run would have drawn. When the datasets weight their frames
+unequally (`ChunkDataset.weights`, from `FrameWeights`), epoch e's N draws are instead drawn with replacement with
+probability ∝ weight, from the same seed (group, epoch): the expected loss is then the weight-averaged one.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class _Group:
         self.datasets = list(datasets)
         self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
         self.seed, self.group = seed, group
+        weights = np.concatenate([d.weights for d in self.datasets]) if self.datasets else np.ones(0)
+        self.p = None if len(weights) == 0 or np.all(weights == weights[0]) else weights / weights.sum()
+        """Draw probabilities of the frames when their weights differ (None: uniform, epoch permutations)."""
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -52,7 +57,9 @@ class _Group:
         out = np.empty(count, dtype=np.int64)
         for epoch in np.unique(j // n):
             here = j // n == epoch
-            out[here] = np.random.default_rng([self.seed, self.group, int(epoch)]).permutation(n)[j[here] % n]
+            rng = np.random.default_rng([self.seed, self.group, int(epoch)])
+            order = rng.permutation(n) if self.p is None else rng.choice(n, size=n, p=self.p)
+            out[here] = order[j[here] % n]
         return out
 
     def item(self, flat: int) -> dict:
@@ -133,5 +140,6 @@ class Mixture:
         for g, w in ((REAL, self.alpha), (SIM, 1.0 - self.alpha)):
             for d in self.groups[g].datasets:
                 share = w * len(d) / max(len(self.groups[g]), 1)
-                weighted.append((share, {STATE_KEY: d.store.state, ACTION_KEY: d.store.action}))
+                rows = d.frames  # the frames the batches are drawn from
+                weighted.append((share, {STATE_KEY: d.store.state[rows], ACTION_KEY: d.store.action[rows]}))
         return NormStats.from_arrays(weighted)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cotrain.data.errors import DatasetError
+from cotrain.data.frame_source import (INTERVENTION_KEY, FrameWeights, frame_sources, run_ends, source_counts)
 from cotrain.data.layout import VIDEO_BACKEND, lerobot_env, recover
 from cotrain.data.provenance import Provenance, read_provenance
 from cotrain.data.spec import ACTION_KEY, IMAGE_KEY, STATE_KEY, TASK_KEY, FeatureSpec
@@ -97,6 +98,7 @@ class EpisodeStore:
     episode_end: np.ndarray  # int64 [N]: one past the last frame of the frame's episode
     task: list[str]  # [N]
     provenance: dict[int, Provenance]
+    intervention: np.ndarray | None = None  # bool [N]: LeRobot's per-frame `intervention` flag, if the dataset has it
 
     def __len__(self) -> int:
         return len(self.state)
@@ -104,6 +106,10 @@ class EpisodeStore:
     @property
     def num_episodes(self) -> int:
         return len(np.unique(self.episode_index))
+
+    def sources(self) -> np.ndarray:
+        """int8 [N]: each frame's source, an index into `frame_source.FRAME_SOURCES`."""
+        return frame_sources(self.intervention, self.episode_index, self.provenance)
 
     @classmethod
     def load(cls, root: str | Path, spec: FeatureSpec) -> "EpisodeStore":
@@ -122,6 +128,8 @@ class EpisodeStore:
             episode_index = np.asarray(table["episode_index"], dtype=np.int64)
             task_index = np.asarray(table["task_index"], dtype=np.int64)
             timestamps = np.asarray(table["timestamp"], dtype=np.float64)
+            intervention = (np.asarray(table[INTERVENTION_KEY], dtype=bool).reshape(-1)
+                            if INTERVENTION_KEY in ds.meta.features else None)
         except DatasetError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -157,17 +165,22 @@ class EpisodeStore:
             episode_end=episode_end,
             task=[task_of[int(i)] for i in task_index],
             provenance=read_provenance(root),
+            intervention=intervention,
         )
 
 
 def store_from_episodes(episodes: list[list[dict]], provenance: list[Provenance] | None = None) -> EpisodeStore:
     """An in-memory store from episodes of frames {"image", "state", "action", "task"} (e.g. expert rollouts),
-    without going through disk: for experiments on machines without LeRobot, and for tests."""
+    without going through disk: for experiments on machines without LeRobot, and for tests. Frames may carry
+    "intervention" (bool; all frames or none)."""
     if not episodes or not all(episodes):
         raise ValueError("store_from_episodes: need at least one non-empty episode")
     frames = [f for ep in episodes for f in ep]
     lengths = np.array([len(ep) for ep in episodes])
     ends = np.cumsum(lengths)
+    flagged = ["intervention" in f for f in frames]
+    if any(flagged) and not all(flagged):
+        raise ValueError("store_from_episodes: 'intervention' given for some frames only")
     return EpisodeStore(
         root=None,
         images=np.stack([f["image"] for f in frames]).astype(np.uint8),
@@ -177,26 +190,55 @@ def store_from_episodes(episodes: list[list[dict]], provenance: list[Provenance]
         episode_end=np.repeat(ends, lengths),
         task=[f["task"] for f in frames],
         provenance=dict(enumerate(provenance or [])),
+        intervention=np.array([bool(f["intervention"]) for f in frames]) if all(flagged) else None,
     )
 
 
 class ChunkDataset(torch.utils.data.Dataset):
-    """Frame t of an `EpisodeStore` with the action chunk t..t+H-1 (LeRobot's padding semantics)."""
+    """Frame t of an `EpisodeStore` with the action chunk t..t+H-1 (LeRobot's padding semantics).
 
-    def __init__(self, store: EpisodeStore, chunk_size: int) -> None:
+    With `weights` (`FrameWeights`) only frames of positive weight are items (`frames`: their store rows, `weights`:
+    their weights, for a sampler), and a chunk ends where the frames of weight 0 begin (padding after, as after the
+    episode's end): e.g. HG-DAgger's human-only chunks. Without, every frame, weight 1."""
+
+    def __init__(self, store: EpisodeStore, chunk_size: int, weights: FrameWeights | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size} must be >= 1")
         self.store = store
         self.chunk_size = chunk_size
+        if weights is None:
+            w = np.ones(len(store))
+            self.end = store.episode_end
+        else:
+            sources = store.sources()
+            w = weights.of(sources)
+            self.end = run_ends(w, store.episode_end)
+            if not (w > 0).any():
+                raise DatasetError(f"{store.root or 'in-memory dataset'}: no frame has a positive weight (frames by "
+                                   f"source {source_counts(sources)}, weights {weights})")
+        self.frames = np.flatnonzero(w > 0)
+        self.weights = w[self.frames]
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every item has the same weight (a sampler may then draw uniformly)."""
+        return bool(np.all(self.weights == self.weights[0]))
 
     def __len__(self) -> int:
-        return len(self.store)
+        return len(self.frames)
 
-    def __getitem__(self, i: int) -> dict:
+    def chunk_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(int64 [len(store), H] store rows of each frame's action chunk, bool [len(store), H] padding)."""
+        idx = np.arange(len(self.store))[:, None] + np.arange(self.chunk_size)[None, :]
+        pad = idx >= self.end[:, None]
+        return np.minimum(idx, self.end[:, None] - 1), pad
+
+    def __getitem__(self, j: int) -> dict:
         s = self.store
+        i = int(self.frames[j])
         idx = i + np.arange(self.chunk_size)
-        pad = idx >= s.episode_end[i]
-        idx = np.minimum(idx, s.episode_end[i] - 1)
+        pad = idx >= self.end[i]
+        idx = np.minimum(idx, self.end[i] - 1)
         return {
             IMAGE_KEY: torch.from_numpy(s.images[i]),
             STATE_KEY: torch.from_numpy(s.state[i]),

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cotrain.data.errors import DatasetError
+from cotrain.data.frame_source import INTERVENTION_FEATURE, INTERVENTION_KEY
 from cotrain.data.layout import VIDEO_BACKEND, lerobot_env, old_path, recover, staging_path
 from cotrain.data.provenance import Provenance, append_provenance
 from cotrain.data.reader import check_dataset
@@ -30,6 +32,10 @@ class DatasetWriter:
         with DatasetWriter(root, spec) as w:
             for frame in episode: w.add_frame(image, state, action, task)
             w.save_episode(Provenance("sim", "expert", seed))
+
+    `intervention=True` adds LeRobot's per-frame `intervention` flag (bool, shape (1,); `cotrain.data.frame_source`):
+    every `add_frame` then says whether a human drove that frame. An existing dataset must agree (it has the
+    feature exactly when `intervention` is set).
     """
 
     def __init__(
@@ -39,6 +45,7 @@ class DatasetWriter:
         commit_every: int = 1,
         use_video: bool = True,
         repo_id: str | None = None,
+        intervention: bool = False,
     ) -> None:
         if commit_every < 1:
             raise ValueError(f"commit_every={commit_every} must be >= 1")
@@ -47,16 +54,26 @@ class DatasetWriter:
         self.commit_every = commit_every
         self.use_video = use_video
         self.repo_id = repo_id or f"local/{self.root.name}"
+        self.intervention = intervention
         self._ds = None  # LeRobotDataset open on the staging copy
         self._frames: list[dict] = []
         self._pending: list[Provenance] = []
         recover(self.root)
         if self.root.exists():
-            check_dataset(self.root, spec)  # refuse to append to a mismatching dataset
+            info = check_dataset(self.root, spec)  # refuse to append to a mismatching dataset
+            if (INTERVENTION_KEY in info["features"]) != intervention:
+                raise DatasetError(f"{self.root}/meta/info.json: " + (
+                    f"no per-frame '{INTERVENTION_KEY}' feature; record interventions into a new dataset" if intervention
+                    else f"has a per-frame '{INTERVENTION_KEY}' feature: append with intervention flags"))
 
     # ---- frames -------------------------------------------------------------------------------------
-    def add_frame(self, image: np.ndarray, state: np.ndarray, action: np.ndarray, task: str) -> None:
+    def add_frame(self, image: np.ndarray, state: np.ndarray, action: np.ndarray, task: str,
+                  intervention: bool | None = None) -> None:
+        """One frame; `intervention` (whether a human drove it) is required exactly when the writer records it."""
         s = self.spec
+        if (intervention is None) == self.intervention:
+            raise ValueError(f"{INTERVENTION_KEY}: " + ("missing: this writer records who drove each frame"
+                                                        if self.intervention else "given, but the writer does not record it"))
         image = np.asarray(image)
         if image.shape != s.image_shape or image.dtype != np.uint8:
             raise ValueError(f"{IMAGE_KEY}: expected uint8 {s.image_shape}, got {image.dtype} {image.shape}")
@@ -69,7 +86,10 @@ class DatasetWriter:
                 raise ValueError(f"{key}: non-finite values {arr.tolist()}")
         if not task:
             raise ValueError(f"{TASK_KEY}: empty instruction")
-        self._frames.append({IMAGE_KEY: image, STATE_KEY: state, ACTION_KEY: action, TASK_KEY: task})
+        frame = {IMAGE_KEY: image, STATE_KEY: state, ACTION_KEY: action, TASK_KEY: task}
+        if self.intervention:
+            frame[INTERVENTION_KEY] = np.array([bool(intervention)], dtype=bool)
+        self._frames.append(frame)
 
     def discard_episode(self) -> None:
         """Drop the frames added since the last `save_episode`."""
@@ -150,7 +170,8 @@ class DatasetWriter:
             self._ds = LeRobotDataset.create(
                 self.repo_id,
                 fps=self.spec.fps,
-                features=self.spec.lerobot_features(self.use_video),
+                features=self.spec.lerobot_features(self.use_video)
+                | ({INTERVENTION_KEY: dict(INTERVENTION_FEATURE)} if self.intervention else {}),
                 root=staging,
                 use_videos=self.use_video,
                 video_backend=VIDEO_BACKEND,

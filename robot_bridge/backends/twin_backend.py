@@ -104,6 +104,15 @@ class TwinBackend(ArmBackend):
     def episode(self) -> EpisodeInfo | None:
         return self._episode
 
+    def inspect(self, fn, seq: int):
+        """`fn(env, episode)` under the env's lock if frame `seq` is still the current one (nothing has stepped the env
+        since) and its episode goes on; None otherwise. For a scripted operator that looks at the simulated scene."""
+        with self._lock:
+            ep = self._episode
+            if self._frame is None or self._frame.seq != seq or ep is None or ep.done or not self._started:
+                return None
+            return fn(self.env, ep)
+
     @property
     def in_control(self) -> bool:
         return self._started

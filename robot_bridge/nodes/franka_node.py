@@ -1,11 +1,14 @@
 """franka node: a lifecycle node that owns the arm. Publishes its state always; moves it only while active.
 
-Subscribes  /action (JointState named vector)           -> ArmGuard.on_action -> backend
+Subscribes  /action (JointState named vector)           -> Takeover -> ArmGuard.on_action -> backend
+            /teleop/action (same layout: an operator)   -> takes control from the policy at once (takeover.py)
 Publishes   /franka/joint_states, /franka/ee_pose       at state_rate_hz (from configure on)
-            /franka/applied_action                       every command actually sent (after the safety filter)
+            /franka/applied_action                       every command actually sent (after the safety filter);
+                                                         header.frame_id = who sent it: 'policy' or 'operator'
             /franka/status                               JSON: guard state, counters and (while moving) the position the
                                                          next delta moves from, on every change
-Services    /franka/estop, /franka/reset (std_srvs/Trigger); lifecycle: /franka/change_state, /franka/get_state
+Services    /franka/estop, /franka/reset, /franka/hand_back (control back to the policy) (std_srvs/Trigger);
+            lifecycle: /franka/change_state, /franka/get_state
             The e-stop takes no lock and has its own callback group: it answers and halts the arm while another
             callback is busy (run the node with a multi-threaded executor, as `nodes.run` and deploy do). After it,
             `reset` leaves the arm and the lifecycle inactive: `activate` re-arms.
@@ -32,6 +35,7 @@ from robot_bridge.nodes import run
 from robot_bridge.arm_guard import ArmGuard
 from robot_bridge.backends import make_backend
 from robot_bridge.params import FrankaParams, declare
+from robot_bridge.takeover import OPERATOR, POLICY, Takeover
 
 NODE_NAME = "franka"
 
@@ -41,6 +45,7 @@ class FrankaNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         self.p = declare(self, FrankaParams)
         self.guard: ArmGuard | None = None
+        self.takeover = Takeover()
         self._timer = None
         self.joint_pub = self.create_publisher(JointState, topics.JOINT_STATES, 10)
         self.pose_pub = self.create_publisher(messages.PoseStamped, topics.EE_POSE, 10)
@@ -55,6 +60,9 @@ class FrankaNode(LifecycleNode):
         # the e-stop has a callback group of its own: it answers while a command or the timer is being handled
         self._control_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(JointState, topics.ACTION, self._on_action, 10, callback_group=self._control_group)
+        self.create_subscription(JointState, topics.OPERATOR_ACTION, self._on_operator, 10,
+                                 callback_group=self._control_group)
+        self.create_service(Trigger, "~/hand_back", self._on_hand_back, callback_group=self._control_group)
         self.create_service(Trigger, "~/estop", self._on_estop, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._control_group)
         if self.p.autostart:
@@ -77,6 +85,7 @@ class FrankaNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.takeover.reset()  # a new episode starts with the policy driving
         ok = self.guard.activate(time.monotonic())
         self._publish_frame()
         self._publish_status()
@@ -132,17 +141,57 @@ class FrankaNode(LifecycleNode):
     def _on_action(self, msg: JointState) -> None:
         if self.guard is None:
             return
+        if not self.takeover.on_policy(messages.stamp_to_ns(msg.header.stamp), self._frame_ns()):
+            self._publish_status()  # the operator drives, or the command answers an observation from before it
+            return
+        self._send(msg, topics.ACTION, POLICY)
+
+    def _on_operator(self, msg: JointState) -> None:
+        if self.guard is None or self.guard.state not in ("active", "holding"):
+            return
+        was = self.takeover.controller
+        ok = self.takeover.on_operator(messages.stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds,
+                                       self._frame_ns())
+        if was != self.takeover.controller:
+            self.get_logger().info("operator took over from the policy (/franka/hand_back returns control)")
+        if ok:
+            self._send(msg, topics.OPERATOR_ACTION, OPERATOR)
+        else:
+            self._publish_status()
+
+    def _send(self, msg: JointState, topic: str, source: str) -> None:
+        """Through the guard (the safety filter, for both sources) to the arm; publish what was sent, by whom."""
         try:
             action = messages.msg_to_action(msg)
         except ValueError as e:
-            self.get_logger().error(f"{topics.ACTION}: {e}", throttle_duration_sec=1.0)
+            self.get_logger().error(f"{topic}: {e}", throttle_duration_sec=1.0)
             action = None  # refused: a hold is sent if the arm is moving
         cmd = self.guard.on_action(action, time.monotonic())
         if cmd is not None:
-            self.applied_pub.publish(messages.action_to_msg(cmd.action, messages.stamp_to_ns(msg.header.stamp)))
+            applied = messages.action_to_msg(cmd.action, messages.stamp_to_ns(msg.header.stamp))
+            applied.header.frame_id = source
+            self.applied_pub.publish(applied)
             self._frame_answered = True
         self._publish_frame()
         self._publish_status()
+
+    def twin_frame_seq(self, stamp_ns: int) -> int | None:
+        """Twin: the sequence number of the frame published with this stamp, if it is the latest one; else None."""
+        seq, stamp = self._frame_seq, self._frame_stamp
+        return seq if self._twin is not None and stamp == stamp_ns and seq > 0 else None
+
+    def _frame_ns(self) -> int:
+        """Twin: the stamp of the current frame (a command answering an older one is stale); 0 for a real arm."""
+        return self._frame_stamp if self._twin is not None else 0
+
+    def _on_hand_back(self, request, response):
+        ok = self.takeover.hand_back()
+        if ok:
+            self.get_logger().info("control handed back to the policy")
+        self._publish_status()
+        response.success = ok
+        response.message = "the policy drives" if ok else "the policy was driving already"
+        return response
 
     def _on_timer(self) -> None:
         if self.guard is None:
@@ -193,7 +242,8 @@ class FrankaNode(LifecycleNode):
 
     def _publish_status(self) -> None:
         g = self.guard
-        fields = {"state": g.state if g else "unconfigured"}
+        fields = {"state": g.state if g else "unconfigured", "control": self.takeover.controller,
+                  "takeover": self.takeover.stats.to_dict()}
         if g is not None:
             s = g.stats
             fields |= {"applied": s.applied, "rejected": s.rejected, "modified": s.modified, "ignored": s.ignored,

@@ -10,6 +10,9 @@ With `prefetch_ticks` L > 0 (pace=clock only) the policy runs in a worker thread
 next chunk is computed from the observation of the tick that leaves fewer than L actions queued, and a control tick
 only pops an action (see policy_loop.py). The executor thread and the worker share the GIL; torch releases it inside
 its ops, and `torch_threads` should leave a core to the executor (1 on a 2-core machine).
+While an operator drives (`/franka/status` control = operator, robot_bridge/takeover.py) the loop is stopped (no
+inference, nothing published); when control comes back it starts afresh (a new chunk from the newest observation),
+unless /policy/stop was called meanwhile.
 The checkpoint (a checkpoint directory, or a training run: its latest, `cotrain.checkpoints`) must match the robot
 config's feature spec; the policy does its
 own preprocessing (normalisation, its own resize), the node only brings images to the spec's size, exactly as the
@@ -46,6 +49,8 @@ PACES = ("clock", "frames")
 GIL_SWITCH_S = 0.001
 MIN_TIMER_S = 0.005
 ARM_STOPPED = ("estopped", "fault")
+OPERATOR_DRIVES = "operator"
+"""stop_reason while an operator has taken over (the loop restarts when control comes back)."""
 
 
 def load_checkpoint(path: str, spec: FeatureSpec):
@@ -220,10 +225,26 @@ class PolicyNode(Node):
         self.task = msg.data
 
     def _on_arm_status(self, msg: String) -> None:
-        """The arm e-stopped or faulted: the policy stops too (start it again once the arm is re-armed)."""
+        """The arm e-stopped or faulted: the policy stops too (start it again once the arm is re-armed). An operator
+        took over: the policy pauses, and resumes with a fresh chunk when control comes back."""
         try:
-            arm = json.loads(msg.data).get("state", "")
+            status = json.loads(msg.data)
+            arm, control = status.get("state", ""), status.get("control", "policy")
         except (ValueError, AttributeError):
+            return
+        if control == "operator" and arm not in ARM_STOPPED:
+            with self._lock:
+                if not self.loop.running:
+                    return
+                self.loop.stop()
+            self.stop_reason = OPERATOR_DRIVES
+            self._publish_status()
+            return
+        if control == "policy" and self.stop_reason == OPERATOR_DRIVES and arm not in ARM_STOPPED:
+            ok, why = self._start()
+            if not ok:
+                self.get_logger().error(f"control handed back, but the policy cannot start: {why}")
+            self._publish_status()
             return
         if arm not in ARM_STOPPED:
             return
@@ -250,6 +271,7 @@ class PolicyNode(Node):
         return response
 
     def _on_stop(self, request, response):
+        self.stop_reason = ""  # stopped on request: a hand-back does not restart it
         with self._lock:
             self.loop.stop()
         response.success, response.message = True, "stopped"

@@ -3,8 +3,12 @@
 Subscribes  /camera/image_raw, /franka/ee_pose + /franka/joint_states, /franka/applied_action, /task,
             /franka/status (twin backend: the episode's reset seed goes into the saved episode's provenance)
 Publishes   /recorder/status (JSON)
-Services    /recorder/start (begin an episode), /recorder/stop (save it), /recorder/discard (drop it)   std_srvs/Trigger
-Frames are paired by `frame_sync.FrameSync`; saving goes through `cotrain.data.DatasetWriter` (commit per episode),
+Services    /recorder/start (begin an episode), /recorder/stop (save it), /recorder/discard (drop it),
+            /recorder/capture_background (the next `background_frames` camera frames -> PNGs in `background_dir`:
+            the empty scene, robot at home, for `cotrain.calibrate`)                                 std_srvs/Trigger
+With `intervention` each frame carries LeRobot's per-frame `intervention` flag: True where the operator drove it
+(/franka/applied_action's frame_id, robot_bridge/takeover.py); an episode with a flagged frame is saved with the
+provenance source 'intervention' (else the configured source). Frames are paired by `frame_sync.FrameSync`; saving goes through `cotrain.data.DatasetWriter` (commit per episode),
 so a kill at any moment leaves the dataset with exactly the episodes saved before it, readable by Stage II.
 """
 
@@ -22,10 +26,12 @@ from std_srvs.srv import Trigger
 
 from cotrain.data import DatasetWriter, Provenance
 from robot_bridge import messages, topics
+from robot_bridge.calibration_capture import save_frames
 from robot_bridge.frame_sync import FrameSync
 from robot_bridge.image import to_spec_image
 from robot_bridge.nodes import run
 from robot_bridge.params import RecorderParams, declare
+from robot_bridge.takeover import OPERATOR
 
 NODE_NAME = "recorder"
 
@@ -38,7 +44,9 @@ class RecorderNode(Node):
         Provenance(self.p.domain, self.p.source)  # refuses a bad domain or source at start-up
         self.task = self.p.task
         self.sync = FrameSync(int(self.p.max_sync_skew_ms * 1e6))
-        self.writer = DatasetWriter(Path(self.p.dataset_root), self.spec, commit_every=1, use_video=self.p.use_video)
+        self.writer = DatasetWriter(Path(self.p.dataset_root), self.spec, commit_every=1, use_video=self.p.use_video,
+                                    intervention=self.p.intervention)
+        self.flagged = 0  # frames of the current episode the operator drove
         self.recording = False
         self.saved = 0
         self._skipped_at_start = 0  # FrameSync.skipped when the episode started (the loss is reported per episode)
@@ -58,6 +66,9 @@ class RecorderNode(Node):
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/discard", self._on_discard)
+        self.create_service(Trigger, "~/capture_background", self._on_capture_background)
+        self._background: list | None = None  # frames of a background capture in progress
+        self.backgrounds = 0
         self._publish_status()
 
     # ---- observation buffers ------------------------------------------------------------------------
@@ -69,6 +80,32 @@ class RecorderNode(Node):
             return
         with self._lock:
             self.sync.add_image(messages.stamp_to_ns(msg.header.stamp), image)
+            capture = self._background
+            if capture is not None:
+                capture.append(image)
+                if len(capture) < self.p.background_frames:
+                    return
+                self._background = None
+        if capture is not None:
+            self._save_background(capture)
+
+    def _save_background(self, frames: list) -> None:
+        try:
+            paths = save_frames(frames, self.p.background_dir)
+            self.backgrounds += 1
+            self.get_logger().info(f"background: {len(paths)} frames in {self.p.background_dir}")
+        except OSError as e:
+            self.get_logger().error(f"background capture to {self.p.background_dir} failed: {e}")
+        self._publish_status()
+
+    def _on_capture_background(self, request, response):
+        with self._lock:
+            self._background = []
+        response.success = True
+        response.message = (f"capturing {self.p.background_frames} frames to {self.p.background_dir} (robot at home, "
+                            "scene empty); /recorder/status says when done")
+        self._publish_status()
+        return response
 
     def _on_pose(self, msg: PoseStamped) -> None:
         self._pose = msg
@@ -120,7 +157,10 @@ class RecorderNode(Node):
         with self._lock:
             frame = self.sync.pair(messages.stamp_to_ns(msg.header.stamp), action)
             if frame is not None:
-                self.writer.add_frame(frame.image, frame.state, frame.action, self.task)
+                flag = msg.header.frame_id == OPERATOR
+                self.writer.add_frame(frame.image, frame.state, frame.action, self.task,
+                                      intervention=flag if self.p.intervention else None)
+                self.flagged += int(flag)
         self._publish_status()
 
     # ---- services -----------------------------------------------------------------------------------
@@ -130,6 +170,7 @@ class RecorderNode(Node):
                 response.success, response.message = False, "no task instruction (parameter 'task' or topic /task)"
             else:
                 self.writer.discard_episode()
+                self.flagged = 0
                 self._skipped_at_start = self.sync.skipped
                 self.recording = True
                 self._start_episode = self._twin_episode["index"] if self._twin_episode else None
@@ -147,10 +188,12 @@ class RecorderNode(Node):
             if n == 0:
                 response.success, response.message = False, f"no frames recorded; nothing saved{dropped}"
             else:
-                index = self.writer.save_episode(Provenance(self.p.domain, self.p.source, self._seed()))
+                source = "intervention" if self.flagged else self.p.source
+                index = self.writer.save_episode(Provenance(self.p.domain, source, self._seed()))
                 self.saved += 1
                 response.success = True
-                response.message = f"saved episode {index} ({n} frames){dropped} to {self.writer.root}"
+                flagged = f", {self.flagged} by the operator" if self.p.intervention else ""
+                response.message = f"saved episode {index} ({n} frames{flagged}){dropped} to {self.writer.root}"
         (self.get_logger().warning if dropped else self.get_logger().info)(response.message)
         self._publish_status()
         return response
@@ -165,6 +208,8 @@ class RecorderNode(Node):
 
     def _publish_status(self) -> None:
         self.status.publish(state="recording" if self.recording else "idle", frames=self.writer.num_frames_buffered,
+                            operator_frames=self.flagged, backgrounds=self.backgrounds,
+                            capturing_background=self._background is not None,
                                   saved=self.saved, skipped=self.sync.skipped, dataset=str(self.writer.root))
 
 

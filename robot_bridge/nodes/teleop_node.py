@@ -4,6 +4,10 @@ Publishes at the control rate (fps)  /teleop/twist (TwistStamped, m/s + rad/s), 
                                      /action (the 7-d step: twist / fps, gripper; what the franka node executes)
 Subscribes /teleop/keys (std_msgs/String: key presses from another terminal or a UI)
 Keys 1/2/3 call /recorder/start, /recorder/stop, /recorder/discard. Key map: robot_bridge/teleop_keys.py.
+Intervene mode (`intervene: true`, the `intervene` profile: the policy drives): the step goes to /teleop/action, and
+only on ticks with operator input (a motion key held, a gripper key, a SpaceMouse deflection or button), so the first
+input takes control from the policy at once (robot_bridge/takeover.py); `h` calls /franka/hand_back. Until the
+operator acts, the gripper follows the commands the arm was sent (/franka/applied_action), so a take-over keeps it.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from std_srvs.srv import Trigger
 from robot_bridge import messages, topics
 from robot_bridge.nodes import run
 from robot_bridge.params import TeleopParams, declare
-from robot_bridge.teleop_keys import KeyTeleop
+from robot_bridge.teleop_keys import SERVICE_KEYS, KeyTeleop
 
 NODE_NAME = "teleop"
 KEYS_TOPIC = "/teleop/keys"
 INPUTS = ("keyboard", "spacemouse", "none")
+SPACEMOUSE_DEADZONE = 0.05
+"""SpaceMouse axes below this (of full deflection) are no input."""
 
 
 def read_terminal_keys(on_key, stop: threading.Event) -> None:
@@ -59,7 +65,10 @@ class TeleopNode(Node):
         self.twist_pub = self.create_publisher(TwistStamped, topics.TELEOP_TWIST, 10)
         self.gripper_pub = self.create_publisher(Float64, topics.TELEOP_GRIPPER, 10)
         self.action_pub = self.create_publisher(JointState, topics.ACTION, 10)
-        self.recorder = {srv: self.create_client(Trigger, srv) for srv in ("/recorder/start", "/recorder/stop", "/recorder/discard")}
+        self.operator_pub = self.create_publisher(JointState, topics.OPERATOR_ACTION, 10)
+        self.trigger_clients = {srv: self.create_client(Trigger, srv) for srv in SERVICE_KEYS.values()}
+        if self.p.intervene:
+            self.create_subscription(JointState, topics.APPLIED_ACTION, self._on_applied, 10)
         self.create_subscription(String, KEYS_TOPIC, lambda m: [self._on_key(c) for c in m.data], 10)
         if self.p.input == "keyboard":
             if sys.stdin.isatty():
@@ -81,24 +90,35 @@ class TeleopNode(Node):
         with self._lock:
             service = self.keys.on_key(key, time.monotonic())
         if service is not None:
-            client = self.recorder[service]
+            client = self.trigger_clients[service]
             if client.service_is_ready():
                 client.call_async(Trigger.Request())
             else:
                 self.get_logger().error(f"{service} is not available")
 
+    def _on_applied(self, msg: JointState) -> None:
+        """Intervene mode: while the policy drives, the gripper follows what the arm was sent."""
+        if msg.header.frame_id == "policy" and msg.position:
+            with self._lock:
+                self.keys.follow_gripper(float(msg.position[-1]))
+
     def _on_timer(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
         with self._lock:
+            now = time.monotonic()
             if self._spacemouse is not None:
                 s = self._spacemouse.read()  # axes in [-1, 1]; left button closes, right opens
-                vel = np.array([s.y, -s.x, s.z, -s.roll, -s.pitch, -s.yaw]) * self.keys.speed
+                axes = np.array([s.y, -s.x, s.z, -s.roll, -s.pitch, -s.yaw])
+                axes[np.abs(axes) < SPACEMOUSE_DEADZONE] = 0.0
+                vel = axes * self.keys.speed
                 if s.buttons and s.buttons[0]:
                     self.keys.gripper = -1.0
                 elif len(s.buttons) > 1 and s.buttons[1]:
                     self.keys.gripper = 1.0
+                has_input = bool(np.any(axes)) or any(s.buttons[:2])
             else:
-                vel = self.keys.velocity(time.monotonic())
+                vel = self.keys.velocity(now)
+                has_input = self.keys.has_input(now)
             gripper = self.keys.gripper
         twist = TwistStamped()
         twist.header.stamp = messages.ns_to_stamp(now_ns)
@@ -107,7 +127,11 @@ class TeleopNode(Node):
          twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z) = (float(v) for v in vel)
         self.twist_pub.publish(twist)
         self.gripper_pub.publish(Float64(data=float(gripper)))
-        self.action_pub.publish(messages.action_to_msg(np.concatenate([vel / self.p.fps, [gripper]]), now_ns))
+        step = messages.action_to_msg(np.concatenate([vel / self.p.fps, [gripper]]), now_ns)
+        if not self.p.intervene:
+            self.action_pub.publish(step)
+        elif has_input:
+            self.operator_pub.publish(step)
 
     def destroy_node(self) -> None:
         self._stop.set()
