@@ -44,6 +44,10 @@ class LeRobotVLAPolicy(Policy):
         from lerobot.policies.pi05.configuration_pi05 import PI05Config
 
         self.config, self.spec, self.chunk_size = config, spec, config.chunk_size
+        # local files first: a missing tokenizer or weights file fails at once, not after minutes of building
+        self._tokenize = _make_tokenizer(config)
+        if load_pretrained and config.pretrained_path is not None:
+            require_files(Path(config.pretrained_path), PRETRAINED_FILES, "pretrained_path")
         self.normalizer = Normalizer(stats, spec)
         lr_cfg = PI05Config(chunk_size=config.chunk_size, n_action_steps=config.chunk_size,
                             num_inference_steps=config.head.num_steps, image_resolution=(config.image_size,) * 2,
@@ -66,7 +70,6 @@ class LeRobotVLAPolicy(Policy):
         expert_width = self.model.action_in_proj.out_features
         self.chain = FlowChain(config.head, config.chunk_size, MAX_DIM, expert_width)
         self.value_head = nn.Sequential(nn.Linear(vlm_width, config.value_hidden), nn.GELU(), nn.Linear(config.value_hidden, 1))
-        self._tokenize = _make_tokenizer(config)
 
     @property
     def device(self) -> torch.device:
