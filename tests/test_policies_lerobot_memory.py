@@ -127,3 +127,27 @@ def test_frozen_vision_tower_gets_no_gradient_and_the_rest_trains():
                     "model.paligemma_with_expert.gemma_expert.model.layers.0.mlp.up_proj.weight",
                     "model.action_out_proj.weight"):
         assert named[trained].grad is not None and named[trained].grad.abs().sum() > 0, trained
+
+
+def test_ppo_update_with_checkpointing_and_micro_batches_runs_from_ratio_one():
+    """Stage II's update (evaluate + PPO loss + β·SFT anchor, two micro-batches per minibatch) on the tiny π0.5 with
+    gradient checkpointing: the path LeRobot's own checkpointing breaks."""
+    from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, RolloutCollector
+    from cotrain.rl.toys import ToyVecEnv
+    from test_policies_support import TASKS
+
+    demos = synthetic_batch(n=8)
+    real = [{k: v[i] for k, v in demos.items()} for i in range(8)]
+    policy = build(dataclasses.replace(CFG, gradient_checkpointing=True))
+    cfg = RLConfig(num_steps=2, lr=1e-4, value_lr=1e-3, real_batch_size=2, num_minibatches=1, micro_batches=2,
+                   update_epochs=1)
+    env = ToyVecEnv(2, CFG.chunk_size, max_steps=8, image_shape=(TINY_SPEC.image_height, TINY_SPEC.image_width, 3),
+                    task=TASKS[0])
+    trainer = PPOTrainer(policy, cfg, RealBatchStream(real, cfg.real_batch_size, seed=0))
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    metrics = trainer.update(RolloutCollector(env, policy, cfg).collect(trainer.iteration)[0])
+    assert metrics["initial_ratio_dev"] < 1e-5  # evaluate re-scores what sample drew
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    changed = {k for k, v in policy.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("value_head.") for k in changed)
+    assert any(".language_model.layers.0." in k for k in changed)  # the checkpointed prefix layers trained

@@ -42,7 +42,8 @@ class LeRobotVLAConfig:
     value_hidden: int = 256
     """Hidden width of the value MLP on the mean-pooled VLM prefix."""
     gradient_checkpointing: bool = False
-    """Recompute activations in backward instead of storing them: each VLM and expert layer in `sft_loss`
+    """Recompute activations in backward instead of storing them (in training mode, as Stage I and II run the
+    policy): each VLM and expert layer in `sft_loss`
     (LeRobot's own), and in `evaluate` each VLM layer of the prefix pass with its keys/values kept for the
     denoising steps. Same values and gradients, less memory, ~1/3 more compute per update."""
     freeze_vision_tower: bool = False
