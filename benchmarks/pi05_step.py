@@ -87,7 +87,11 @@ def build(args: argparse.Namespace, spec: FeatureSpec, device: torch.device) -> 
     cfg = policy_config_from_dict(policy_config(args), where="benchmarks/pi05_step.py")
     stats = batch_stats(synthetic_batch(64, spec, cfg.chunk_size, seed=1))
     start = time.perf_counter()
-    with torch.device(device):  # random initialisation on the device itself: minutes faster at full size
+    try:
+        with torch.device(device):  # random initialisation on the device itself: minutes faster at full size
+            policy = make_policy(cfg, spec, stats).to(device)
+    except (RuntimeError, NotImplementedError) as err:
+        print(f"building on {device} failed ({type(err).__name__}: {err}); building on the CPU, then moving")
         policy = make_policy(cfg, spec, stats).to(device)
     n_all = sum(p.numel() for p in policy.parameters())
     n_trained = sum(p.numel() for p in policy.parameters() if p.requires_grad)
