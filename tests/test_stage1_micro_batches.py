@@ -112,3 +112,20 @@ def test_micro_batches_config_rules():
     policy = policy_of("small_vla", batch)
     with pytest.raises(ValueError, match="micro_batches=3 is more than the batch's 2 rows"):
         sft_step(policy, torch.optim.AdamW(policy.parameters()), None, batch, 1.0, 0, micro_batches=3)
+
+
+def test_train_passes_micro_batches_to_every_step(tmp_path, monkeypatch):
+    import cotrain.stage1 as stage1
+    from test_stage1 import config, write_dataset
+
+    write_dataset(tmp_path / "real", "real_proxy", 1, 0)
+    write_dataset(tmp_path / "sim", "sim", 1, 1)
+    seen = []
+
+    def recording_step(policy, optimizer, ema, batch, grad_clip, step, micro_batches):  # noqa: ANN001, ANN202
+        seen.append(micro_batches)
+        return sft_step(policy, optimizer, ema, batch, grad_clip, step, micro_batches)
+
+    monkeypatch.setattr(stage1, "sft_step", recording_step)
+    stage1.train(config(tmp_path, tmp_path / "run", steps=2, save_every=2, micro_batches=4))
+    assert seen == [4, 4]
