@@ -151,3 +151,21 @@ def test_ppo_update_with_checkpointing_and_micro_batches_runs_from_ratio_one():
     changed = {k for k, v in policy.state_dict().items() if not torch.equal(v, before[k])}
     assert any(k.startswith("value_head.") for k in changed)
     assert any(".language_model.layers.0." in k for k in changed)  # the checkpointed prefix layers trained
+
+
+def test_a_deep_copy_checkpoints_by_its_own_training_flag():
+    """The image embedding is checkpointed (recomputed in backward) in training mode only, by each copy's own mode."""
+    import copy
+
+    policy = build(dataclasses.replace(CFG, gradient_checkpointing=True))
+    twin = copy.deepcopy(policy)
+    policy.eval()
+    twin.train()
+    recomputed = {}
+    for name, p in (("original", policy), ("twin", twin)):
+        calls = count_calls(p.model.paligemma_with_expert.paligemma.model.multi_modal_projector)
+        loss = sft(p)
+        forward_calls = calls[0]
+        loss.backward()
+        recomputed[name] = calls[0] - forward_calls
+    assert recomputed == {"original": 0, "twin": 1}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from types import MethodType
 from typing import Any
 
 import torch
@@ -227,15 +228,18 @@ def _enable_checkpointing(model: nn.Module) -> None:
     embeddings and the output projection as LeRobot does). (2) The VLM's own flag stays off: with it the prefix pass
     drops its key/value cache (`use_cache=False`), which `evaluate`'s denoising steps need; `_checkpointed_prefix`
     checkpoints that pass instead."""
+    model._apply_checkpoint = MethodType(_apply_checkpoint, model)  # noqa: SLF001  (a deep copy rebinds it)
+    model.paligemma_with_expert.gemma_expert.model.gradient_checkpointing = True  # the per-layer joint checkpoints
+
+
+def _apply_checkpoint(model: nn.Module, func, *args: Any, **kwargs: Any):  # noqa: ANN001, ANN202
+    """PI05Pytorch._apply_checkpoint, except around the joint pass (`forward_func`), whose layers are checkpointed
+    one by one inside it."""
     from torch.utils.checkpoint import checkpoint
 
-    def apply_checkpoint(func, *args, **kwargs):  # noqa: ANN001, ANN202  (PI05Pytorch._apply_checkpoint's signature)
-        if func.__name__ == "forward_func" or not (model.training and torch.is_grad_enabled()):
-            return func(*args, **kwargs)  # the joint pass: its layers are checkpointed one by one inside
-        return checkpoint(func, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
-
-    model._apply_checkpoint = apply_checkpoint  # noqa: SLF001
-    model.paligemma_with_expert.gemma_expert.model.gradient_checkpointing = True  # the per-layer joint checkpoints
+    if func.__name__ == "forward_func" or not (model.training and torch.is_grad_enabled()):
+        return func(*args, **kwargs)
+    return checkpoint(func, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
 
 
 class _KeyValues:
