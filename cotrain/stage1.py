@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from cotrain import checkpoints
 from cotrain.config import register_schema
-from cotrain.data import ChunkDataset, FeatureSpec, Mixture, load_dataset
+from cotrain.data import ACTION_KEY, ChunkDataset, FeatureSpec, Mixture, load_dataset
 from cotrain.data.config import DataConfig
 from cotrain.data.device_batches import DeviceBatches
 from cotrain.ema import EMA
@@ -75,6 +75,9 @@ class Stage1Config:
     init_lr_scale: float = 1.0
     """Learning-rate multiplier of the weights loaded by `init_weights` (0 freezes them; 1 trains them like the rest),
     e.g. to keep what a pretrained image encoder learnt from being worn away by the demos."""
+    micro_batches: int = 1
+    """Gradient accumulation: each step's batch is split into this many parts by rows, one forward and backward
+    each, then one optimizer step — the full batch's update with the activation memory of one part (plain path only)."""
     device: str = "auto"
     seed: int = 0
     fast: bool = False
@@ -93,6 +96,11 @@ class Stage1Config:
             raise ValueError(f"stage1: init_lr_scale must be ≥ 0, got {self.init_lr_scale}")
         if self.init_lr_scale != 1.0 and not self.init_weights:
             raise ValueError("stage1: init_lr_scale scales the weights loaded by init_weights; set init_weights")
+        if self.micro_batches < 1:
+            raise ValueError(f"stage1: micro_batches must be ≥ 1, got {self.micro_batches}")
+        if self.micro_batches > 1 and self.fast:
+            raise ValueError(f"stage1: micro_batches={self.micro_batches} needs the plain path; the fast (graphed) "
+                             "step takes the whole batch at once: set fast=false or micro_batches=1")
         if self.seeds is not None:
             if not self.fast:
                 raise ValueError(f"stage1: seeds={self.seeds} trains the runs together on the fast path; set fast=true")
@@ -126,14 +134,24 @@ def save(out: Path, policy, optimizer: torch.optim.Optimizer, ema: EMA | None, s
 
 
 def sft_step(policy, optimizer: torch.optim.Optimizer, ema: EMA | None, batch: dict, grad_clip: float,
-             step: int) -> tuple[torch.Tensor, torch.Tensor]:
+             step: int, micro_batches: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """One Stage I update on a device batch: SFT loss, backward, global-norm clip, AdamW step, EMA update.
-    Returns (loss, grad_norm) as device tensors; a non-finite loss raises before any weight changes."""
-    loss = policy.sft_loss(batch)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"stage1: non-finite SFT loss {loss.item()} at step {step}")
+    With micro_batches = m the batch's rows are split into m contiguous parts, each part's loss backpropagated with
+    the weight rows/B: the accumulated gradient is the full batch's (exactly for a loss that is a mean over rows; a
+    mean over unpadded steps differs by the parts' shares of padded steps), with one part's activations. Returns (loss,
+    grad_norm) as device tensors; a non-finite loss raises before any weight changes."""
+    n = len(batch[ACTION_KEY])
+    if micro_batches > n:
+        raise ValueError(f"stage1: micro_batches={micro_batches} is more than the batch's {n} rows")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss = torch.zeros((), device=batch[ACTION_KEY].device)
+    for rows in torch.arange(n).tensor_split(micro_batches):
+        part = batch if micro_batches == 1 else {k: v[int(rows[0]) : int(rows[-1]) + 1] for k, v in batch.items()}
+        part_loss = policy.sft_loss(part) * (len(rows) / n)  # L = Σ_parts (rows/B) · L_part
+        if not torch.isfinite(part_loss):
+            raise FloatingPointError(f"stage1: non-finite SFT loss {part_loss.item()} at step {step}")
+        part_loss.backward()
+        loss = loss + part_loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
     optimizer.step()
     if ema is not None:
@@ -245,7 +263,7 @@ def plain_loop(cfg: Stage1Config, t: Trainee, mixture: Mixture, device: torch.de
         for group in t.optimizer.param_groups:
             group["lr"] = lr_at(step, cfg) * group["lr_scale"]
         batch = to_device(mixture.batch(step), device)
-        loss, grad_norm = sft_step(t.policy, t.optimizer, t.ema, batch, cfg.grad_clip, step)
+        loss, grad_norm = sft_step(t.policy, t.optimizer, t.ema, batch, cfg.grad_clip, step, cfg.micro_batches)
         done = step + 1
         if due(done, cfg.log_every, cfg):
             t.metrics.log(done, {"train/sft_loss": loss.item(), "train/grad_norm": grad_norm.item(),

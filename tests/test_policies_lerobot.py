@@ -62,3 +62,8 @@ def test_config_rules():
         LeRobotVLAConfig(size="tiny", pretrained_path="/x")
     with pytest.raises(ValueError, match="head.n_layers is not used"):
         LeRobotVLAConfig(head=FlowHeadConfig(n_layers=3))
+    with pytest.raises(ValueError, match="tokenizer_dir is the PaliGemma tokenizer's directory; it needs tokenizer='paligemma'"):
+        LeRobotVLAConfig(tokenizer="bytes", tokenizer_dir="/x")
+    cfg = policy_config_from_dict({"type": "lerobot_vla", "gradient_checkpointing": True, "freeze_vision_tower": True,
+                                   "tokenizer_dir": "/tok"})
+    assert (cfg.gradient_checkpointing, cfg.freeze_vision_tower, cfg.tokenizer_dir) == (True, True, "/tok")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from types import MethodType
 from typing import Any
 
 import torch
@@ -44,6 +45,10 @@ class LeRobotVLAPolicy(Policy):
         from lerobot.policies.pi05.configuration_pi05 import PI05Config
 
         self.config, self.spec, self.chunk_size = config, spec, config.chunk_size
+        # local files first: a missing tokenizer or weights file fails at once, not after minutes of building
+        self._tokenize = _make_tokenizer(config)
+        if load_pretrained and config.pretrained_path is not None:
+            require_files(Path(config.pretrained_path), PRETRAINED_FILES, "pretrained_path")
         self.normalizer = Normalizer(stats, spec)
         lr_cfg = PI05Config(chunk_size=config.chunk_size, n_action_steps=config.chunk_size,
                             num_inference_steps=config.head.num_steps, image_resolution=(config.image_size,) * 2,
@@ -54,13 +59,18 @@ class LeRobotVLAPolicy(Policy):
         lr_cfg.output_features = {"action": PolicyFeature(FeatureType.ACTION, (spec.action_dim,))}
         self.lerobot_config = lr_cfg
         self.model = _build_full(lr_cfg) if config.size == "full" else _build_tiny(lr_cfg)
+        _drop_output_layers(self.model)
         if load_pretrained and config.pretrained_path is not None:
             _load_pretrained(self.model, lr_cfg, Path(config.pretrained_path))
+        pwe = self.model.paligemma_with_expert
+        pwe.freeze_vision_encoder = config.freeze_vision_tower
+        pwe._set_requires_grad()  # noqa: SLF001  (LeRobot's: vision tower without gradients when frozen)
+        if config.gradient_checkpointing:
+            _enable_checkpointing(self.model)
         vlm_width = self.model.paligemma_with_expert.paligemma.config.text_config.hidden_size
         expert_width = self.model.action_in_proj.out_features
         self.chain = FlowChain(config.head, config.chunk_size, MAX_DIM, expert_width)
         self.value_head = nn.Sequential(nn.Linear(vlm_width, config.value_hidden), nn.GELU(), nn.Linear(config.value_hidden, 1))
-        self._tokenize = _make_tokenizer(config)
 
     @property
     def device(self) -> torch.device:
@@ -92,10 +102,15 @@ class LeRobotVLAPolicy(Policy):
 
         m = self.model
         embs, pad, att = m.embed_prefix(*self._inputs(obs))
-        att_4d = prepare_attention_masks_4d(make_att_2d_masks(pad, att))
-        m.paligemma_with_expert.paligemma.model.language_model.config._attn_implementation = "eager"  # noqa: SLF001
-        (prefix_out, _), kv = m.paligemma_with_expert.forward(attention_mask=att_4d, position_ids=torch.cumsum(pad, 1) - 1,
-                                                              past_key_values=None, inputs_embeds=[embs, None], use_cache=True)
+        att_4d, position_ids = prepare_attention_masks_4d(make_att_2d_masks(pad, att)), torch.cumsum(pad, 1) - 1
+        lm = m.paligemma_with_expert.paligemma.model.language_model
+        lm.config._attn_implementation = "eager"  # noqa: SLF001
+        if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            prefix_out, kv = _checkpointed_prefix(lm, embs, att_4d, position_ids)
+        else:
+            (prefix_out, _), kv = m.paligemma_with_expert.forward(attention_mask=att_4d, position_ids=position_ids,
+                                                                  past_key_values=None, inputs_embeds=[embs, None],
+                                                                  use_cache=True)
         w = pad.to(prefix_out.dtype)[..., None]
         pooled = ((prefix_out * w).sum(1) / w.sum(1).clamp_min(1.0)).float()
         return pad, kv, self.value_head(pooled)[:, 0]
@@ -195,19 +210,96 @@ def _build_tiny(lr_cfg: Any) -> nn.Module:
     return model
 
 
+OUTPUT_LAYERS = ("paligemma_with_expert.paligemma.lm_head.", "paligemma_with_expert.gemma_expert.lm_head.")
+"""The VLM's and the expert's vocabulary projections (257,152 × 2048 and × 1024 at full size: ~0.79 B parameters)."""
+
+
+def _drop_output_layers(model: nn.Module) -> None:
+    """π0.5 reads the last hidden states of the VLM (prefix) and the expert (action tokens), never vocabulary logits:
+    the two `lm_head`s get no gradient, yet would sit in memory with their optimizer state. They are removed."""
+    pwe = model.paligemma_with_expert
+    pwe.paligemma.lm_head = None
+    pwe.gemma_expert.lm_head = None
+
+
+def _enable_checkpointing(model: nn.Module) -> None:
+    """LeRobot's checkpoints, two of them changed. (1) `sft_loss`: LeRobot checkpoints every joint VLM + expert layer
+    and also the whole joint pass around them, so each layer would run three times; here only the layers are (the
+    embeddings and the output projection as LeRobot does). (2) The VLM's own flag stays off: with it the prefix pass
+    drops its key/value cache (`use_cache=False`), which `evaluate`'s denoising steps need; `_checkpointed_prefix`
+    checkpoints that pass instead."""
+    model._apply_checkpoint = MethodType(_apply_checkpoint, model)  # noqa: SLF001  (a deep copy rebinds it)
+    model.paligemma_with_expert.gemma_expert.model.gradient_checkpointing = True  # the per-layer joint checkpoints
+
+
+def _apply_checkpoint(model: nn.Module, func, *args: Any, **kwargs: Any):  # noqa: ANN001, ANN202
+    """PI05Pytorch._apply_checkpoint, except around the joint pass (`forward_func`), whose layers are checkpointed
+    one by one inside it."""
+    from torch.utils.checkpoint import checkpoint
+
+    if func.__name__ == "forward_func" or not (model.training and torch.is_grad_enabled()):
+        return func(*args, **kwargs)
+    return checkpoint(func, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+
+
+class _KeyValues:
+    """Stands in for the cache in one decoder layer's attention and keeps that layer's keys and values."""
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any):  # noqa: ANN204, ARG002
+        self.keys, self.values = keys, values
+        return keys, values
+
+
+def _layer_with_kv(layer: nn.Module, h: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor,
+                   position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    kv = _KeyValues()
+    out = layer(h, attention_mask=mask, position_ids=position_ids, past_key_values=kv, use_cache=True,
+                position_embeddings=position_embeddings)
+    return out, kv.keys, kv.values
+
+
+def _checkpointed_prefix(lm: nn.Module, embs: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """The VLM's prefix pass (PiGemmaModel.forward with use_cache=True) with each decoder layer recomputed in backward:
+    returns the normed last hidden states and a DynamicCache of every layer's keys/values for the denoising steps."""
+    from torch.utils.checkpoint import checkpoint
+    from transformers import DynamicCache
+
+    h = embs.to(torch.bfloat16) if lm.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16 else embs
+    position_embeddings = lm.rotary_emb(h, position_ids)
+    kv = []
+    for layer in lm.layers:
+        h, k, v = checkpoint(_layer_with_kv, layer, h, mask, position_ids, position_embeddings, use_reentrant=False)
+        kv.append((k, v))
+    return lm.norm(h, None)[0], DynamicCache(tuple(kv))
+
+
+def require_files(directory: Path, names: tuple[str, ...], key: str) -> None:
+    """Raise FileNotFoundError naming `LeRobotVLAConfig.<key>` and each missing file, one line per file."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"LeRobotVLAConfig.{key}: {directory} is not a directory")
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError("\n".join(f"LeRobotVLAConfig.{key}: {directory / name} is missing" for name in missing))
+
+
+PRETRAINED_FILES = ("model.safetensors",)
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
 def _load_pretrained(model: nn.Module, lr_cfg: Any, path: Path) -> None:
-    """Strictly load a LeRobot π0.5 checkpoint directory, with LeRobot's own key fixes."""
+    """Strictly load a LeRobot π0.5 checkpoint directory, with LeRobot's own key fixes (the dropped `lm_head`s
+    excepted: LeRobot's fix copies the PaliGemma one into the token embedding first, where it is used)."""
     from lerobot.policies.pi05.modeling_pi05 import PI05Policy
     from safetensors.torch import load_file
 
-    file = path / "model.safetensors"
-    if not file.exists():
-        raise FileNotFoundError(f"LeRobotVLAConfig.pretrained_path: {file} does not exist")
+    require_files(path, PRETRAINED_FILES, "pretrained_path")
+    file = path / PRETRAINED_FILES[0]
     holder = PI05Policy.__new__(PI05Policy)  # only for its _fix_pytorch_state_dict_keys, which reads holder.model
     nn.Module.__init__(holder)
     holder.model = model
     fixed = holder._fix_pytorch_state_dict_keys(load_file(str(file)), lr_cfg)  # noqa: SLF001
     state = {k.removeprefix("model."): v for k, v in fixed.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(OUTPUT_LAYERS)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{file}: does not fit LeRobot's π0.5 (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
@@ -228,7 +320,15 @@ def _make_tokenizer(config: LeRobotVLAConfig):  # noqa: ANN202
         return encode
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(config.tokenizer_name, local_files_only=True)
+    if config.tokenizer_dir is not None:
+        require_files(Path(config.tokenizer_dir), TOKENIZER_FILES, "tokenizer_dir")
+        tok = AutoTokenizer.from_pretrained(config.tokenizer_dir, local_files_only=True)
+    else:
+        try:
+            tok = AutoTokenizer.from_pretrained(config.tokenizer_name, local_files_only=True)
+        except OSError:
+            raise FileNotFoundError(f"LeRobotVLAConfig.tokenizer_name: {config.tokenizer_name} is not in the local "
+                                    "Hugging Face cache; download it or set tokenizer_dir to a local copy") from None
 
     def encode_paligemma(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         out = tok(prompts, max_length=config.max_text_tokens, padding="max_length", truncation=False, return_tensors="pt")
