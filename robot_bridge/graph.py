@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robot_bridge.backends import backend_kind
 from robot_bridge.params import load_robot_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +80,8 @@ def node_specs(profile: str, robot: str, overrides: dict[str, dict[str, Any]] | 
         overrides[node] = values | overrides.get(node, {})
     overrides["recorder"] = {"source": SOURCES[profile]} | overrides.get("recorder", {})
     params = load_robot_config(robot_config_path(robot), overrides)
-    names = [n for n in PROFILES[profile] if not (n == "camera" and params["franka"]["backend"] == "twin")]
+    camera_in_arm = backend_kind(params["franka"]["backend"]).provides_camera
+    names = [n for n in PROFILES[profile] if not (n == "camera" and camera_in_arm)]
     return [NodeSpec(n, NODE_MODULES[n], params[n]) for n in names]
 
 

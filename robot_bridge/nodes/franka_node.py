@@ -33,7 +33,7 @@ from std_srvs.srv import Trigger
 from robot_bridge import messages, topics
 from robot_bridge.nodes import run
 from robot_bridge.arm_guard import ArmGuard
-from robot_bridge.backends import make_backend
+from robot_bridge.backends import backend_kind, make_backend
 from robot_bridge.params import FrankaParams, declare
 from robot_bridge.takeover import OPERATOR, POLICY, Takeover
 
@@ -54,7 +54,7 @@ class FrankaNode(LifecycleNode):
         self._frame_seq = 0  # twin: the last frame published (0 = none)
         self._frame_stamp = 0
         self._frame_answered = True
-        if self.p.backend == "twin":
+        if backend_kind(self.p.backend).provides_camera:  # the twin: its frames are the camera
             self.image_pub = self.create_publisher(Image, topics.IMAGE, 2)
             self.task_pub = self.create_publisher(String, topics.TASK, messages.STATUS_QOS)
         # the e-stop has a callback group of its own: it answers while a command or the timer is being handled
