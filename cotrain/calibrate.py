@@ -67,15 +67,19 @@ def read_frames(folder: str | Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def latency_from_dataset(root: str, max_lag: int):
-    """Action latency from a LeRobot dataset's states and actions, split by episode."""
+def dynamics_from_dataset(root: str, max_lag: int):
+    """(action latency, end-effector response) from a LeRobot dataset's states and actions, split by episode."""
     from cotrain.calibration.latency import estimate_latency
+    from cotrain.calibration.response import estimate_response
     from cotrain.data import FeatureSpec
     from cotrain.data.reader import EpisodeStore
+    from cotrain.envs.base import CONTROL_FREQ
 
     store = EpisodeStore.load(root, FeatureSpec())
     episodes = [np.flatnonzero(store.episode_index == e) for e in np.unique(store.episode_index)]
-    return estimate_latency([store.action[r] for r in episodes], [store.state[r] for r in episodes], max_lag)
+    actions, states = [store.action[r] for r in episodes], [store.state[r] for r in episodes]
+    latency = estimate_latency(actions, states, max_lag)
+    return latency, estimate_response(actions, states, latency.steps, dt=1.0 / CONTROL_FREQ)
 
 
 def twin_task_dict(task_cfg, camera) -> dict:
@@ -150,7 +154,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     frames = read_frames(cfg.background_dir)
     background = median_background(frames, cam.height, cam.width)
     motion = load_motion(cfg.motion, cam.height, cam.width) if cfg.motion else None
-    latency = latency_from_dataset(cfg.dataset, cfg.max_latency) if cfg.dataset else None
+    latency, response = dynamics_from_dataset(cfg.dataset, cfg.max_latency) if cfg.dataset else (None, None)
     out = Path(cfg.out)
     fit = None
     if motion is not None:
@@ -164,6 +168,9 @@ def calibrate(cfg: CalibrateConfig) -> dict:
         print("camera: not estimated (no motion given); the twin keeps the sim camera")
     if latency is not None:
         print(f"action latency: {latency.steps} steps; residual (1 - correlation) {latency.residual:.4f}")
+        print(f"end-effector response: time constant {response.time_constant:.3f} s (beta {response.beta:.3f}), "
+              f"gain {response.gain:.3f}; residual (1 - R^2) {response.residual:.4f}; friction and mass: not "
+              f"identifiable from demos (randomise them)")
     camera = fit.camera if fit is not None else None
     twin = twin_task_dict(task_cfg, camera)
     before = render_home(task_cfg, "sim")
@@ -176,7 +183,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
         Image.fromarray(background).save(tmp)
     with atomic_path(out / f"{task_cfg.task}.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(twin, sort_keys=False))
-    return {"camera": fit, "latency": latency}
+    return {"camera": fit, "latency": latency, "response": response}
 
 
 @hydra.main(config_path="../configs", config_name="calibrate", version_base="1.3")
