@@ -42,6 +42,9 @@ class CalibrateConfig:
     """Real demonstrations (LeRobot dataset root) for the action latency; None skips it."""
     max_latency: int = 5
     """Largest latency (control steps) considered."""
+    randomization: dict[str, Any] = field(default_factory=dict)
+    """Half-widths of the randomisation written into the calibrated task config (keys of
+    `cotrain.calibration.randomization.RandomizationRanges`), around the calibrated `twin` values."""
     out: str = "runs/calibration"
     """Where the calibrated task config, background and overlay PNGs are written."""
 
@@ -82,9 +85,9 @@ def dynamics_from_dataset(root: str, max_lag: int):
     return latency, estimate_response(actions, states, latency.steps, dt=1.0 / CONTROL_FREQ)
 
 
-def twin_task_dict(task_cfg, camera) -> dict:
+def twin_task_dict(task_cfg, camera, randomization) -> dict:
     """The task config as a plain mapping with a `twin` domain: `sim` with the calibrated camera offsets (the sim's
-    own when `camera` is None). The fov is shared by all domains of a task config, so the estimated fov is printed,
+    own when `camera` is None), and the randomisation ranges (half-widths around the twin's values). The fov is shared by all domains of a task config, so the estimated fov is printed,
     not written."""
     cam = task_cfg.camera
     distance = float(np.linalg.norm(np.subtract(cam.target, cam.eye)))
@@ -93,7 +96,8 @@ def twin_task_dict(task_cfg, camera) -> dict:
         twin = dataclasses.replace(
             twin, camera_eye_offset=tuple(float(x) for x in np.subtract(camera.eye, cam.eye)),
             camera_target_offset=tuple(float(x) for x in camera.target(distance) - np.asarray(cam.target)))
-    data = dataclasses.asdict(dataclasses.replace(task_cfg, domains={**task_cfg.domains, "twin": twin}))
+    data = dataclasses.asdict(dataclasses.replace(task_cfg, domains={**task_cfg.domains, "twin": twin},
+                                                  randomization=randomization))
     data.pop("source")
     return _plain(data)
 
@@ -150,6 +154,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     from cotrain.runtime import atomic_path
 
     task_cfg = TaskConfig.from_dict(cfg.task, source="task")
+    ranges = TaskConfig.from_dict({**cfg.task, "randomization": cfg.randomization}, source="calibrate").randomization
     cam = task_cfg.camera
     frames = read_frames(cfg.background_dir)
     background = median_background(frames, cam.height, cam.width)
@@ -172,7 +177,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
               f"gain {response.gain:.3f}; residual (1 - R^2) {response.residual:.4f}; friction and mass: not "
               f"identifiable from demos (randomise them)")
     camera = fit.camera if fit is not None else None
-    twin = twin_task_dict(task_cfg, camera)
+    twin = twin_task_dict(task_cfg, camera, ranges)
     before = render_home(task_cfg, "sim")
     after = render_home(TaskConfig.from_dict(twin, source="calibrated"), "twin")
     write_overlay(out / "overlay_before.png", background, before)

@@ -57,3 +57,13 @@ def test_a_run_on_real_proxy_frames_writes_the_twin_config_and_overlays(tmp_path
     from cotrain.envs.config import TaskConfig
 
     TaskConfig.from_dict(data).domain("twin")  # the written config loads strictly
+    assert data["randomization"]["friction"] == 0.3  # configs/calibrate.yaml's ranges, around the twin
+
+
+def test_an_unknown_randomization_key_is_one_error_line(tmp_path):
+    (tmp_path / "bg").mkdir()
+    Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(tmp_path / "bg" / "0.png")
+    r = run(f"background_dir={tmp_path}/bg", "+randomization.fog=0.1", f"out={tmp_path}/out", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "unknown key(s) ['fog'] in randomization" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()

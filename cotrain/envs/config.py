@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from cotrain.calibration.camera_effects import CameraEffects
+from cotrain.calibration.randomization import RandomizationRanges
 from cotrain.errors import ConfigError
 
 Vec2 = tuple[float, float]
@@ -161,6 +162,9 @@ class TaskConfig:
     """`train` is the training distribution; others (e.g. `heldout`) are for generalisation tests."""
     domains: dict[str, DomainConfig]
     """`sim` and `real_proxy` (never call the real-proxy "real")."""
+    randomization: RandomizationRanges = RandomizationRanges()
+    """Half-widths of the per-episode randomisation around a domain (`cotrain.calibration.randomization`); all zero
+    (the default): none."""
     source: str = field(default="<dict>", compare=False)
     """Where this config was read from (for error messages)."""
 
