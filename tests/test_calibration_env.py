@@ -44,7 +44,7 @@ def test_render_labelled_puts_the_points_where_the_camera_sees_them(real_env):
 def test_dynamics_estimates_on_real_proxy_episodes():
     """Expert episodes (states and commanded actions, what a real demo records): the latency is exact in both
     domains, and the real-proxy's end-effector lag shows as a larger β than the twin controller's own response.
-    Measured (4 episodes each): sim β 0.131 (τ 49 ms), real-proxy β 0.246 (τ 71 ms)."""
+    Measured (4 episodes each): sim β 0.131 (τ 49 ms), real-proxy β 0.207 (τ 63 ms)."""
     from cotrain.calibration.latency import estimate_latency
     from cotrain.calibration.response import estimate_response
     from cotrain.envs import make_expert, run_expert_episode
