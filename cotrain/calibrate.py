@@ -1,11 +1,13 @@
 """Calibrate the twin against the real scene from what a real robot gives, and write a task config with a `twin`
 domain (the `sim` domain with the calibrated camera) plus a greenscreen background and overlay PNGs.
 
-    python -m cotrain.calibrate task=pick_place background_dir=captures/empty_scene dataset=datasets/real/pick_place
+    python -m cotrain.calibrate task=pick_place background_dir=captures/empty_scene motion=captures/motion.npz \
+        dataset=datasets/real/pick_place
 
-Reads only: PNG frames of the empty scene from the robot's camera (robot at home), and the real demonstrations
-(LeRobot dataset: states and commanded actions). Prints each estimate with its residual. Object colours are not
-estimated here yet (`cotrain.calibration.colors` is ready; it needs the twin's object masks at the demo states).
+Reads only: PNG frames of the empty scene from the robot's camera (robot at home), the calibration motion (frames
+with the arm at recorded joint states, `cotrain.calibration.motion`) and the real demonstrations (LeRobot dataset:
+states and commanded actions). Prints each estimate with its residual. Object colours are not estimated here yet
+(`cotrain.calibration.colors` is ready; it needs the twin's object masks at the demo states).
 """
 
 from __future__ import annotations
@@ -33,10 +35,16 @@ class CalibrateConfig:
     """Task config (configs/task/*.yaml) whose `sim` domain is calibrated."""
     background_dir: str = "???"
     """Folder of PNG frames of the empty scene from the robot's camera, robot at home (the camera's size)."""
+    motion: str | None = None
+    """Calibration motion (`.npz`: frames and joint states, `cotrain.calibration.motion`) for the camera pose and
+    fov; None keeps the twin's camera."""
     dataset: str | None = None
     """Real demonstrations (LeRobot dataset root) for the action latency; None skips it."""
     max_latency: int = 5
     """Largest latency (control steps) considered."""
+    randomization: dict[str, Any] = field(default_factory=dict)
+    """Half-widths of the randomisation written into the calibrated task config (keys of
+    `cotrain.calibration.randomization.RandomizationRanges`), around the calibrated `twin` values."""
     out: str = "runs/calibration"
     """Where the calibrated task config, background and overlay PNGs are written."""
 
@@ -62,27 +70,34 @@ def read_frames(folder: str | Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def latency_from_dataset(root: str, max_lag: int):
-    """Action latency from a LeRobot dataset's states and actions, split by episode."""
+def dynamics_from_dataset(root: str, max_lag: int):
+    """(action latency, end-effector response) from a LeRobot dataset's states and actions, split by episode."""
     from cotrain.calibration.latency import estimate_latency
+    from cotrain.calibration.response import estimate_response
     from cotrain.data import FeatureSpec
     from cotrain.data.reader import EpisodeStore
+    from cotrain.envs.base import CONTROL_FREQ
 
     store = EpisodeStore.load(root, FeatureSpec())
     episodes = [np.flatnonzero(store.episode_index == e) for e in np.unique(store.episode_index)]
-    return estimate_latency([store.action[r] for r in episodes], [store.state[r] for r in episodes], max_lag)
+    actions, states = [store.action[r] for r in episodes], [store.state[r] for r in episodes]
+    latency = estimate_latency(actions, states, max_lag)
+    return latency, estimate_response(actions, states, latency.steps, dt=1.0 / CONTROL_FREQ)
 
 
-def twin_task_dict(task_cfg, camera) -> dict:
-    """The task config as a plain mapping with a `twin` domain: `sim` with the calibrated camera offsets. The fov is
-    shared by all domains of a task config, so the estimated fov is printed, not written."""
+def twin_task_dict(task_cfg, camera, randomization) -> dict:
+    """The task config as a plain mapping with a `twin` domain: `sim` with the calibrated camera offsets (the sim's
+    own when `camera` is None), and the randomisation ranges (half-widths around the twin's values). The fov is shared by all domains of a task config, so the estimated fov is printed,
+    not written."""
     cam = task_cfg.camera
     distance = float(np.linalg.norm(np.subtract(cam.target, cam.eye)))
-    twin = dataclasses.replace(
-        task_cfg.domain("sim"),
-        camera_eye_offset=tuple(float(x) for x in np.subtract(camera.eye, cam.eye)),
-        camera_target_offset=tuple(float(x) for x in camera.target(distance) - np.asarray(cam.target)))
-    data = dataclasses.asdict(dataclasses.replace(task_cfg, domains={**task_cfg.domains, "twin": twin}))
+    twin = task_cfg.domain("sim")
+    if camera is not None:
+        twin = dataclasses.replace(
+            twin, camera_eye_offset=tuple(float(x) for x in np.subtract(camera.eye, cam.eye)),
+            camera_target_offset=tuple(float(x) for x in camera.target(distance) - np.asarray(cam.target)))
+    data = dataclasses.asdict(dataclasses.replace(task_cfg, domains={**task_cfg.domains, "twin": twin},
+                                                  randomization=randomization))
     data.pop("source")
     return _plain(data)
 
@@ -96,44 +111,75 @@ def _plain(value):
     return value
 
 
-def render_home(task_cfg, domain: str):
-    """(labelled cloud, rgb) of the twin at home with the empty scene, in `domain`."""
-    from cotrain.calibration.camera_pose import labelled_cloud
-    from cotrain.calibration.twin_render import env_camera, render_labelled, show_empty_scene_at_home
+def render_home(task_cfg, domain: str) -> np.ndarray:
+    """The twin's rgb at home with the empty scene, in `domain`."""
+    from cotrain.calibration.twin_render import render_labelled, show_empty_scene_at_home
     from cotrain.envs import make_task_env
 
     env = make_task_env(task_cfg, domain, obs_mode="rgb")
     try:
         env.reset(seed=0)
         show_empty_scene_at_home(env)
-        world, seg, rgb = render_labelled(env)
-        return labelled_cloud(world, seg, rgb), rgb, env_camera(env)
+        return render_labelled(env)[2]
     finally:
         env.close()
 
 
+def camera_from_motion(task_cfg, background: np.ndarray, motion):
+    """The silhouette fit of the camera (`cotrain.calibration.silhouette`) from the twin's `sim` camera."""
+    from cotrain.calibration.camera_pose import CameraPose
+    from cotrain.calibration.silhouette import SilhouetteView, change_mask, fit_camera
+    from cotrain.calibration.twin_render import calibration_render_config, moving_link_points
+    from cotrain.envs import make_task_env
+
+    env = make_task_env(calibration_render_config(task_cfg), "sim", obs_mode="rgb")
+    try:
+        env.reset(seed=0)
+        points = moving_link_points(env, motion.qpos)
+    finally:
+        env.close()
+    cam, dom = task_cfg.camera, task_cfg.domain("sim")
+    initial = CameraPose.look_at(np.add(cam.eye, dom.camera_eye_offset), np.add(cam.target, dom.camera_target_offset),
+                                 cam.fov)
+    views = [SilhouetteView(change_mask(f, background), p) for f, p in zip(motion.frames, points)]
+    return fit_camera(initial, views), initial
+
+
 def calibrate(cfg: CalibrateConfig) -> dict:
-    from cotrain.calibration.camera_pose import angle_between, estimate_camera
+    from cotrain.calibration.camera_pose import angle_between
     from cotrain.calibration.greenscreen import median_background
+    from cotrain.calibration.motion import load_motion
     from cotrain.calibration.overlay import write_overlay
     from cotrain.envs.config import TaskConfig
     from cotrain.runtime import atomic_path
 
     task_cfg = TaskConfig.from_dict(cfg.task, source="task")
+    ranges = TaskConfig.from_dict({**cfg.task, "randomization": cfg.randomization}, source="calibrate").randomization
+    cam = task_cfg.camera
     frames = read_frames(cfg.background_dir)
-    background = median_background(frames, task_cfg.camera.height, task_cfg.camera.width)
-    latency = latency_from_dataset(cfg.dataset, cfg.max_latency) if cfg.dataset else None
+    background = median_background(frames, cam.height, cam.width)
+    motion = load_motion(cfg.motion, cam.height, cam.width) if cfg.motion else None
+    latency, response = dynamics_from_dataset(cfg.dataset, cfg.max_latency) if cfg.dataset else (None, None)
     out = Path(cfg.out)
-    cloud, before, initial = render_home(task_cfg, "sim")
-    est = estimate_camera(initial, [cloud] * len(frames), list(frames))
-    moved = float(np.linalg.norm(np.subtract(est.camera.eye, initial.eye)))
-    print(f"camera: eye {np.round(est.camera.eye, 4).tolist()} (moved {moved * 100:.1f} cm, turned "
-          f"{math.degrees(angle_between(est.camera, initial)):.2f} deg), fov {est.camera.fov:.4f} rad (not written); "
-          f"residual (1 - correlation ratio) {est.loss:.4f} (before {est.initial_loss:.4f})")
+    fit = None
+    if motion is not None:
+        fit, initial = camera_from_motion(task_cfg, background, motion)
+        moved = float(np.linalg.norm(np.subtract(fit.camera.eye, initial.eye)))
+        print(f"camera: eye {np.round(fit.camera.eye, 4).tolist()} (moved {moved * 100:.1f} cm, turned "
+              f"{math.degrees(angle_between(fit.camera, initial)):.2f} deg), fov {fit.camera.fov:.4f} rad (not "
+              f"written); residual (mean silhouette distance) {fit.residual_px:.3f} px (before "
+              f"{fit.initial_residual_px:.3f} px)")
+    else:
+        print("camera: not estimated (no motion given); the twin keeps the sim camera")
     if latency is not None:
         print(f"action latency: {latency.steps} steps; residual (1 - correlation) {latency.residual:.4f}")
-    calibrated = TaskConfig.from_dict(twin_task_dict(task_cfg, est.camera), source="calibrated")
-    _, after, _ = render_home(calibrated, "twin")
+        print(f"end-effector response: time constant {response.time_constant:.3f} s (beta {response.beta:.3f}), "
+              f"gain {response.gain:.3f}; residual (1 - R^2) {response.residual:.4f}; friction and mass: not "
+              f"identifiable from demos (randomise them)")
+    camera = fit.camera if fit is not None else None
+    twin = twin_task_dict(task_cfg, camera, ranges)
+    before = render_home(task_cfg, "sim")
+    after = render_home(TaskConfig.from_dict(twin, source="calibrated"), "twin")
     write_overlay(out / "overlay_before.png", background, before)
     write_overlay(out / "overlay_after.png", background, after)
     from PIL import Image
@@ -141,8 +187,8 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     with atomic_path(out / "background.png") as tmp:
         Image.fromarray(background).save(tmp)
     with atomic_path(out / f"{task_cfg.task}.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(twin_task_dict(task_cfg, est.camera), sort_keys=False))
-    return {"camera": est, "latency": latency}
+        tmp.write_text(yaml.safe_dump(twin, sort_keys=False))
+    return {"camera": fit, "latency": latency, "response": response}
 
 
 @hydra.main(config_path="../configs", config_name="calibrate", version_base="1.3")

@@ -100,3 +100,40 @@ def test_overlay_blend_and_png(tmp_path):
     path = write_overlay(tmp_path / "o" / "before.png", real, render)
     assert np.array_equal(np.asarray(Image.open(path)), blend(real, render))
     assert [p.name for p in path.parent.iterdir()] == ["before.png"]
+
+
+def lag_episode(rng, beta, gain, latency, steps=60):
+    """Δp_t = beta·Δp_{t−1} + gain·a_{t−latency}, positions integrated from 0."""
+    a = rng.uniform(-0.02, 0.02, size=(steps, 7))
+    dp = np.zeros((steps, 3))
+    for t in range(steps):
+        prev = dp[t - 1] if t else 0.0
+        cmd = a[t - latency, :3] if t >= latency else 0.0
+        dp[t] = beta * prev + gain * cmd
+    p = np.concatenate([np.zeros((1, 3)), np.cumsum(dp, axis=0)])[:steps]
+    return a, np.concatenate([p, np.zeros((steps, 5))], axis=1)
+
+
+def test_response_recovers_the_lag_and_gain():
+    from cotrain.calibration.response import estimate_response
+
+    rng = np.random.default_rng(0)
+    episodes = [lag_episode(rng, 0.5, 0.9, 1) for _ in range(3)]
+    est = estimate_response([a for a, _ in episodes], [p for _, p in episodes], latency=1, dt=0.1)
+    assert est.beta == pytest.approx(0.5, abs=1e-9) and est.gain == pytest.approx(0.9, abs=1e-9)
+    assert est.time_constant == pytest.approx(0.1 / np.log(2))  # τ = −dt/ln β = 0.1443 s
+    assert est.residual == pytest.approx(0.0, abs=1e-12)
+    no_lag = [lag_episode(rng, 0.0, 1.0, 0) for _ in range(2)]
+    est = estimate_response([a for a, _ in no_lag], [p for _, p in no_lag], latency=0)
+    assert est.beta == pytest.approx(0.0, abs=1e-9) and est.time_constant == 0.0
+
+
+def test_response_bad_input_is_one_error():
+    from cotrain.calibration.response import estimate_response
+
+    with pytest.raises(CalibrationError, match="same number"):
+        estimate_response([], [], 0)
+    with pytest.raises(CalibrationError, match="episode 0"):
+        estimate_response([np.zeros((5, 7))], [np.zeros((5,))], 0)  # a dataset without states
+    with pytest.raises(CalibrationError, match="too short"):
+        estimate_response([np.zeros((2, 7))], [np.zeros((2, 8))], 1)

@@ -36,19 +36,19 @@ def test_frames_of_the_wrong_size_are_one_error_line(tmp_path):
 
 
 def test_a_run_on_real_proxy_frames_writes_the_twin_config_and_overlays(tmp_path):
-    from cotrain.calibration.twin_render import observed_frame, show_empty_scene_at_home
+    from cotrain.calibration.motion import calibration_qpos, save_motion
+    from cotrain.calibration.twin_render import capture_background, capture_motion
     from cotrain.envs import load_task_config, make_task_env
 
     env = make_task_env(load_task_config("pick_place"), "real_proxy", obs_mode="rgb")
     (tmp_path / "bg").mkdir()
-    for i in range(2):  # the capture: the robot at home, the scene empty
-        env.reset(seed=i)
-        show_empty_scene_at_home(env)
-        Image.fromarray(observed_frame(env)).save(tmp_path / "bg" / f"{i}.png")
+    for i, frame in enumerate(capture_background(env, 3)):  # the capture: the robot at home, the scene empty
+        Image.fromarray(frame).save(tmp_path / "bg" / f"{i}.png")
+    save_motion(tmp_path / "motion.npz", capture_motion(env, calibration_qpos(), seed=10), calibration_qpos())
     env.close()
-    r = run(f"background_dir={tmp_path}/bg", f"out={tmp_path}/out", cwd=tmp_path)
+    r = run(f"background_dir={tmp_path}/bg", f"motion={tmp_path}/motion.npz", f"out={tmp_path}/out", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "camera: eye" in r.stdout and "residual" in r.stdout
+    assert "camera: eye" in r.stdout and "residual (mean silhouette distance)" in r.stdout
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["background.png", "overlay_after.png", "overlay_before.png",
                                                     "pick_place.yaml"]
@@ -57,3 +57,13 @@ def test_a_run_on_real_proxy_frames_writes_the_twin_config_and_overlays(tmp_path
     from cotrain.envs.config import TaskConfig
 
     TaskConfig.from_dict(data).domain("twin")  # the written config loads strictly
+    assert data["randomization"]["friction"] == 0.3  # configs/calibrate.yaml's ranges, around the twin
+
+
+def test_an_unknown_randomization_key_is_one_error_line(tmp_path):
+    (tmp_path / "bg").mkdir()
+    Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(tmp_path / "bg" / "0.png")
+    r = run(f"background_dir={tmp_path}/bg", "+randomization.fog=0.1", f"out={tmp_path}/out", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "unknown key(s) ['fog'] in randomization" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()

@@ -103,3 +103,47 @@ def test_an_unknown_camera_effects_key_is_rejected():
     data["domains"]["real_proxy"]["camera_effects"]["lens_flare"] = 1.0
     with pytest.raises(ConfigError, match="lens_flare"):
         TaskConfig.from_dict(data)
+
+
+def test_end_effector_lag_filters_the_executed_commands(monkeypatch):
+    """τ = 0.1/ln 2 s at 10 Hz: β = 0.5, so one Δx = 0.04 command executes as 0.02, then 0.01, 0.005 (a first-order
+    lag on the target), the gripper unfiltered; a reset clears the lag."""
+    import dataclasses
+    import math
+
+    from mani_skill.envs.sapien_env import BaseEnv
+
+    from cotrain.envs import make_task_env
+    from cotrain.envs.base import ee_lag_beta
+
+    assert ee_lag_beta(0.1 / math.log(2), 0.1) == pytest.approx(0.5) and ee_lag_beta(0.0, 0.1) == 0.0
+    cfg = load_task_config("pick_place")
+    lagged = dataclasses.replace(cfg.domain("sim"), ee_lag_time_constant=0.1 / math.log(2))
+    cfg = dataclasses.replace(cfg, domains={**cfg.domains, "lagged": lagged})
+    env = make_task_env(cfg, "lagged", obs_mode="state")
+    executed = []
+    original = BaseEnv._step_action
+    monkeypatch.setattr(BaseEnv, "_step_action",
+                        lambda self, a: executed.append(a[0].clone().numpy()) or original(self, a))
+    env.reset(seed=0)
+    env.step(np.array([0.04, 0, 0, 0, 0, 0.2, -1.0], np.float32))
+    for _ in range(2):
+        env.step(np.array([0, 0, 0, 0, 0, 0, -1.0], np.float32))
+    assert [round(float(a[0]), 6) for a in executed] == [0.02, 0.01, 0.005]
+    assert [round(float(a[5]), 6) for a in executed] == [0.1, 0.05, 0.025]
+    assert all(a[6] == -1.0 for a in executed)
+    env.reset(seed=0)
+    env.step(np.array([0.04, 0, 0, 0, 0, 0, 1.0], np.float32))
+    assert round(float(executed[-1][0]), 6) == 0.02
+    env.close()
+
+
+def test_the_real_proxy_lags_and_the_sim_does_not():
+    for task in ("pick_place", "push_cube", "open_drawer", "close_drawer"):
+        cfg = load_task_config(task)
+        assert cfg.domain("sim").ee_lag_time_constant == 0.0
+        assert cfg.domain("real_proxy").ee_lag_time_constant > 0.0
+    with pytest.raises(ConfigError, match="ee_lag_time_constant"):
+        import dataclasses
+
+        dataclasses.replace(load_task_config("pick_place").domain("sim"), ee_lag_time_constant=-0.1)

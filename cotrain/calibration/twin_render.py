@@ -6,6 +6,7 @@ Reads the twin's own camera (position + segmentation textures) only; nothing her
 from __future__ import annotations
 
 import numpy as np
+import sapien
 import torch
 
 from cotrain.calibration.camera_pose import CameraPose
@@ -25,8 +26,6 @@ def env_camera(env) -> CameraPose:
 
 def show_empty_scene_at_home(env) -> None:
     """Put the robot at its home joints and move every task object out of view (what the empty-scene frames show)."""
-    import sapien
-
     env.agent.reset(torch.tensor(REST_QPOS, dtype=torch.float32)[None])
     env.agent.robot.set_pose(sapien.Pose(p=list(ROBOT_BASE_XYZ)))
     robot_ids = {int(link.per_scene_id[0]) for link in env.agent.robot.get_links()}
@@ -59,3 +58,69 @@ def observed_frame(env) -> np.ndarray:
 
     env.scene.update_render()
     return env.get_obs()[IMAGE_KEY][0].cpu().numpy()
+
+
+RENDER_FOV_SCALE = 1.3
+RENDER_SIZE_SCALE = 2
+"""The calibration render sees a wider view (fov × 1.3) at twice the resolution of the task camera, so the twin's
+points cover the frame of a camera a few centimetres away, about two points per camera pixel."""
+
+
+def calibration_render_config(task_cfg):
+    """The task config with the wider, sharper camera that `moving_link_points` renders with."""
+    import dataclasses
+
+    cam = task_cfg.camera
+    wide = dataclasses.replace(cam, fov=cam.fov * RENDER_FOV_SCALE, width=cam.width * RENDER_SIZE_SCALE,
+                               height=cam.height * RENDER_SIZE_SCALE)
+    return dataclasses.replace(task_cfg, camera=wide)
+
+
+def set_arm(env, qpos: np.ndarray) -> None:
+    """Put the twin's arm at recorded joint positions ([7] arm, or [9] with the two finger joints)."""
+    q = np.array(REST_QPOS, dtype=np.float32)
+    q[: len(qpos)] = qpos
+    env.agent.reset(torch.tensor(q)[None])
+    env.agent.robot.set_pose(sapien.Pose(p=list(ROBOT_BASE_XYZ)))
+
+
+def _link_poses(env) -> dict[int, np.ndarray]:
+    return {int(link.per_scene_id[0]): link.pose.raw_pose[0].cpu().numpy() for link in env.agent.robot.get_links()}
+
+
+def moving_link_points(env, qpos: np.ndarray) -> list[np.ndarray]:
+    """For each recorded joint state [N, 7 or 9]: world points [P, 3] of the links that moved from home, rendered
+    at home and at the state (the empty scene; what differs from the background frame)."""
+    show_empty_scene_at_home(env)
+    world, seg, _ = render_labelled(env)
+    home_poses = _link_poses(env)
+    out = []
+    for q in np.asarray(qpos, dtype=np.float64):
+        set_arm(env, q)
+        moved = [i for i, p in _link_poses(env).items() if np.abs(p - home_poses[i]).max() > 1e-4]
+        at_q, seg_q, _ = render_labelled(env)
+        out.append(np.concatenate([world[np.isin(seg, moved)], at_q[np.isin(seg_q, moved)]]))
+    show_empty_scene_at_home(env)
+    return out
+
+
+def capture_background(env, count: int, seed: int = 0) -> np.ndarray:
+    """`count` frames of the empty scene, arm at home, from the env's camera (uint8 [N, H, W, 3]); each after a reset
+    with its own seed (its own sensor noise). On the real-proxy this is the simulated capture a real robot records."""
+    frames = []
+    for i in range(count):
+        env.reset(seed=seed + i)
+        show_empty_scene_at_home(env)
+        frames.append(observed_frame(env))
+    return np.stack(frames)
+
+
+def capture_motion(env, qpos: np.ndarray, seed: int = 1000) -> np.ndarray:
+    """One frame of the empty scene per joint state [N, 7 or 9], as `capture_background` (uint8 [N, H, W, 3])."""
+    frames = []
+    for i, q in enumerate(np.asarray(qpos)):
+        env.reset(seed=seed + i)
+        show_empty_scene_at_home(env)
+        set_arm(env, q)
+        frames.append(observed_frame(env))
+    return np.stack(frames)

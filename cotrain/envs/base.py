@@ -43,6 +43,11 @@ REWARD_MODES = {"event": "sparse", "dense": "normalized_dense"}
 OBS_MODES = {"state": "state_dict", "rgb": "rgb"}
 
 
+def ee_lag_beta(time_constant: float, dt: float) -> float:
+    """β = exp(−dt/τ) of a first-order lag sampled every dt (0 for τ = 0: no lag)."""
+    return float(np.exp(-dt / time_constant)) if time_constant > 0 else 0.0
+
+
 class TwinTaskEnv(BaseEnv):
     SUPPORTED_ROBOTS = [ROBOT_UID, MANISKILL_ROBOT_UID]
     SUPPORTED_OBS_MODES = ("state_dict", "rgb")
@@ -107,6 +112,7 @@ class TwinTaskEnv(BaseEnv):
         self.table = build_table(self.scene, self.domain)
         n, latency = self.num_envs, self.domain.action_latency_steps
         self._pending_actions = torch.tensor(HOLD_ACTION, device=self.device).repeat(latency, n, 1)
+        self._lagged_delta = torch.zeros(n, 6, device=self.device)
         self._ever_milestone = torch.zeros(n, dtype=torch.bool, device=self.device)
         self._was_success = torch.zeros(n, dtype=torch.bool, device=self.device)
         self._load_objects(options)
@@ -121,6 +127,7 @@ class TwinTaskEnv(BaseEnv):
         self.agent.reset(qpos)
         self.agent.robot.set_pose(sapien.Pose(p=list(ROBOT_BASE_XYZ)))
         self._pending_actions[:, env_idx] = torch.tensor(HOLD_ACTION, device=self.device)
+        self._lagged_delta[env_idx] = 0.0
         self._ever_milestone[env_idx] = False
         self._was_success[env_idx] = False
         self._initialize_objects(env_idx)
@@ -148,7 +155,8 @@ class TwinTaskEnv(BaseEnv):
 
     # ----------------------------------------------------------------- acting
     def _step_action(self, action):
-        """Clip, add the domain's action noise, and delay by its latency, then run one control step."""
+        """Clip, add the domain's action noise, delay by its latency and lag by its end-effector response, then run
+        one control step."""
         if action is None:
             return super()._step_action(None)
         a = clip_action(common.to_tensor(action, device=self.device).float().reshape(self.num_envs, -1))
@@ -158,6 +166,11 @@ class TwinTaskEnv(BaseEnv):
         if self.domain.action_latency_steps > 0:
             queued = torch.cat([self._pending_actions, a[None]], dim=0)
             a, self._pending_actions = queued[0], queued[1:]
+        if self.domain.ee_lag_time_constant > 0:
+            beta = ee_lag_beta(self.domain.ee_lag_time_constant, 1.0 / CONTROL_FREQ)
+            a = a.clone()
+            a[:, :6] = beta * self._lagged_delta + (1.0 - beta) * a[:, :6]  # first-order lag on the target
+            self._lagged_delta = a[:, :6].clone()
         return super()._step_action(a)
 
     def step(self, action):

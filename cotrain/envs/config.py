@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from cotrain.calibration.camera_effects import CameraEffects
+from cotrain.calibration.randomization import RandomizationRanges
 from cotrain.errors import ConfigError
 
 Vec2 = tuple[float, float]
@@ -61,6 +62,10 @@ class DomainConfig:
     demo_noise_std: float
     """Std of the smooth noise the scripted expert adds to its commands when recording demos in this domain
     (teleop-like in the real-proxy)."""
+    ee_lag_time_constant: float = 0.0
+    """Time constant τ (s) of a first-order lag between the commanded end-effector target and the one the controller
+    tracks: the executed Δpose is β·(last executed) + (1 − β)·(command), β = exp(−dt/τ) (a real arm's compliant
+    controller). 0: none (the twin's default)."""
     camera_effects: CameraEffects = CameraEffects()
     """Lens, sensor and image-processing effects on the camera frames (`cotrain.calibration.camera_effects`);
     the real-proxy's simulated real camera. Default: none."""
@@ -68,6 +73,8 @@ class DomainConfig:
     def __post_init__(self) -> None:
         if self.action_latency_steps < 0:
             raise ConfigError(f"action_latency_steps must be >= 0, got {self.action_latency_steps}")
+        if self.ee_lag_time_constant < 0:
+            raise ConfigError(f"ee_lag_time_constant must be >= 0, got {self.ee_lag_time_constant}")
         for name in ("friction", "mass_scale"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -155,6 +162,9 @@ class TaskConfig:
     """`train` is the training distribution; others (e.g. `heldout`) are for generalisation tests."""
     domains: dict[str, DomainConfig]
     """`sim` and `real_proxy` (never call the real-proxy "real")."""
+    randomization: RandomizationRanges = RandomizationRanges()
+    """Half-widths of the per-episode randomisation around a domain (`cotrain.calibration.randomization`); all zero
+    (the default): none."""
     source: str = field(default="<dict>", compare=False)
     """Where this config was read from (for error messages)."""
 
