@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +19,42 @@ from robot_bridge.params import load_robot_config
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs" / "robot"
 
-PROFILES: dict[str, tuple[str, ...]] = {
-    "deploy_policy": ("camera", "franka", "policy", "recorder"),
-    "teleop_collect": ("camera", "franka", "teleop", "recorder"),
-    "intervene": ("camera", "franka", "policy", "teleop", "recorder"),
-    "calibrate": ("camera", "franka", "calibration", "recorder"),
+@dataclass(frozen=True)
+class NodeKind:
+    module: str
+    """Python module whose `main()` runs the node alone (`python -m <module>`)."""
+    cls: str
+    """The node class in that module (what `deploy` instantiates in one process)."""
+
+
+NODES: dict[str, NodeKind] = {
+    "camera": NodeKind("robot_bridge.nodes.camera_node", "CameraNode"),
+    "franka": NodeKind("robot_bridge.nodes.franka_node", "FrankaNode"),
+    "policy": NodeKind("robot_bridge.nodes.policy_node", "PolicyNode"),
+    "teleop": NodeKind("robot_bridge.nodes.teleop_node", "TeleopNode"),
+    "recorder": NodeKind("robot_bridge.nodes.recorder_node", "RecorderNode"),
+    "calibration": NodeKind("robot_bridge.nodes.calibration_node", "CalibrationNode"),
 }
-SOURCES: dict[str, str] = {"deploy_policy": "policy", "teleop_collect": "teleop", "intervene": "policy",
-                           "calibrate": "expert"}
-"""The recorder's provenance `source` for each profile (an override may still say 'intervention'; in `intervene` an
-episode the operator corrected is saved as 'intervention')."""
-PROFILE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
-    "intervene": {"teleop": {"intervene": True}, "recorder": {"intervention": True}},
-}
-"""What a profile sets on its nodes (HG-DAgger: the policy drives, the operator takes over; frames flagged)."""
-NODE_MODULES: dict[str, str] = {
-    "camera": "robot_bridge.nodes.camera_node",
-    "franka": "robot_bridge.nodes.franka_node",
-    "policy": "robot_bridge.nodes.policy_node",
-    "teleop": "robot_bridge.nodes.teleop_node",
-    "recorder": "robot_bridge.nodes.recorder_node",
-    "calibration": "robot_bridge.nodes.calibration_node",
-}
-NODE_CLASSES: dict[str, str] = {
-    "camera": "CameraNode", "franka": "FrankaNode", "policy": "PolicyNode", "teleop": "TeleopNode", "recorder": "RecorderNode",
-    "calibration": "CalibrationNode",
+
+
+@dataclass(frozen=True)
+class Profile:
+    nodes: tuple[str, ...]
+    """The nodes it starts, in order (names in NODES)."""
+    source: str
+    """The recorder's provenance `source` (an override may still say 'intervention'; in `intervene` an episode the
+    operator corrected is saved as 'intervention')."""
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What the profile sets on its nodes (before the robot config's and the caller's overrides)."""
+
+
+PROFILES: dict[str, Profile] = {
+    "deploy_policy": Profile(("camera", "franka", "policy", "recorder"), "policy"),
+    "teleop_collect": Profile(("camera", "franka", "teleop", "recorder"), "teleop"),
+    # HG-DAgger: the policy drives, the operator takes over; frames flagged
+    "intervene": Profile(("camera", "franka", "policy", "teleop", "recorder"), "policy",
+                         {"teleop": {"intervene": True}, "recorder": {"intervention": True}}),
+    "calibrate": Profile(("camera", "franka", "calibration", "recorder"), "expert"),
 }
 
 
@@ -76,13 +87,14 @@ def node_specs(profile: str, robot: str, overrides: dict[str, dict[str, Any]] | 
     if profile not in PROFILES:
         raise ValueError(f"profile {profile!r}: expected one of {sorted(PROFILES)}")
     overrides = dict(overrides or {})
-    for node, values in PROFILE_PARAMS.get(profile, {}).items():
+    prof = PROFILES[profile]
+    for node, values in prof.params.items():
         overrides[node] = values | overrides.get(node, {})
-    overrides["recorder"] = {"source": SOURCES[profile]} | overrides.get("recorder", {})
+    overrides["recorder"] = {"source": prof.source} | overrides.get("recorder", {})
     params = load_robot_config(robot_config_path(robot), overrides)
     camera_in_arm = backend_kind(params["franka"]["backend"]).provides_camera
-    names = [n for n in PROFILES[profile] if not (n == "camera" and camera_in_arm)]
-    return [NodeSpec(n, NODE_MODULES[n], params[n]) for n in names]
+    names = [n for n in prof.nodes if not (n == "camera" and camera_in_arm)]
+    return [NodeSpec(n, NODES[n].module, params[n]) for n in names]
 
 
 def overrides_for(checkpoint: str, task: str, dataset: str, activate: bool, start: bool) -> dict[str, dict[str, Any]]:
@@ -107,5 +119,5 @@ def ros_parameters(params: dict[str, Any]):
 
 def make_node(spec: NodeSpec, context=None):
     """Instantiate the node in this process with its parameters."""
-    cls = getattr(importlib.import_module(spec.module), NODE_CLASSES[spec.name])
+    cls = getattr(importlib.import_module(spec.module), NODES[spec.name].cls)
     return cls(context=context, parameter_overrides=ros_parameters(spec.params))

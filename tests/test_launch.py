@@ -93,7 +93,7 @@ def deployed_nodes(args: list[str]) -> list[dict]:
 def test_launch_file_and_deploy_describe_the_same_nodes(stub_launch, profile, launch_args, deploy_args):
     launched = launched_nodes(profile, launch_args)
     deployed = deployed_nodes(deploy_args)
-    assert [n["name"] for n in launched] == list(PROFILES[profile])
+    assert [n["name"] for n in launched] == list(PROFILES[profile].nodes)
     assert launched == deployed
     by_name = {n["name"]: n["params"] for n in launched}
     if profile == "deploy_policy":
@@ -108,8 +108,8 @@ def test_launch_file_and_deploy_describe_the_same_nodes(stub_launch, profile, la
 
 def test_twin_profile_has_no_camera_node():
     """The twin is its own camera: the deploy profile's nodes (PROFILES, the one list) without the camera node."""
-    assert "camera" in PROFILES["deploy_policy"]
-    assert [s.name for s in node_specs("deploy_policy", "twin")] == [n for n in PROFILES["deploy_policy"] if n != "camera"]
+    assert "camera" in PROFILES["deploy_policy"].nodes
+    assert [s.name for s in node_specs("deploy_policy", "twin")] == [n for n in PROFILES["deploy_policy"].nodes if n != "camera"]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)

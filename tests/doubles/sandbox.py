@@ -136,14 +136,14 @@ def node_process(name: str, params: dict, env: dict, log_dir: str | Path, module
     (e.g. `doubles.scripted_policy_node`)."""
     import yaml
 
-    from robot_bridge.graph import NODE_MODULES
+    from robot_bridge.graph import NODES
 
     log_dir = Path(log_dir)
     params_file = log_dir / f"{name}.params.yaml"
     params_file.write_text(yaml.safe_dump({name: {"ros__parameters": params}}))
     if module is not None:  # the doubles live in tests/, beside this file's package
         env = env | {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH", "")]))}
-    child = ChildProcess(module or NODE_MODULES[name], ["--ros-args", "--params-file", str(params_file)], env,
+    child = ChildProcess(module or NODES[name].module, ["--ros-args", "--params-file", str(params_file)], env,
                          log_dir / f"{name}.log")
     try:
         yield child
