@@ -328,3 +328,13 @@ def test_process_vector_env_matches_serial():
         venv.close()
     for a, b in zip(results["physx_cpu"], results["physx_cpu_serial"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_every_task_has_a_variation_type_an_env_class_and_an_expert_plan():
+    """The three per-task registries (config parsing, env classes, expert plans) name the same tasks."""
+    from cotrain.envs.config import TASKS, VARIATION_TYPES
+    from cotrain.envs.experts import PLANS
+    from cotrain.envs.make import ENV_CLASSES
+
+    assert TASKS == ("pick_place", "push_cube", "open_drawer", "close_drawer")
+    assert set(VARIATION_TYPES) == set(ENV_CLASSES) == set(PLANS) == set(TASKS)

@@ -27,7 +27,6 @@ Vec2 = tuple[float, float]
 Vec3 = tuple[float, float, float]
 RGBA = tuple[float, float, float, float]
 
-TASKS = ("pick_place", "push_cube", "open_drawer", "close_drawer")
 TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "task"
 
 
@@ -130,6 +129,9 @@ VARIATION_TYPES: dict[str, type] = {
     "open_drawer": DrawerVariation,
     "close_drawer": DrawerVariation,
 }
+"""The tasks and the variation type of each, known without importing ManiSkill (config parsing stays light; the env
+classes, `cotrain.envs.make.ENV_CLASSES`, and the experts' plans, `cotrain.envs.experts.PLANS`, import it)."""
+TASKS = tuple(VARIATION_TYPES)
 
 
 @dataclass(frozen=True)
