@@ -41,6 +41,30 @@ def test_twin_frames_are_answered_once():
     assert t.stats.stale_dropped == 1 and t.stats.operator_sent == 1
 
 
+def test_twin_operator_claim_beats_the_policys_later_frames():
+    """The ordering seen on the twin: the operator decides to act on frame F1 while the policy's command for F1 is
+    already on its way; the policy then answers F2 before the operator's F1 command arrives (two topics, no order).
+    Without a claim, F2 goes to the policy, both operator commands (F1, F2) are stale, and the operator first drives
+    F3: two frames late. With the claim made on deciding, F2 is the operator's: one frame late at most."""
+    f1, f2, f3 = 10 * MS, 20 * MS, 30 * MS
+    late = Takeover()
+    assert late.on_policy(stamp_ns=f1, frame_ns=f1) and late.on_policy(stamp_ns=f2, frame_ns=f2)  # env now at F3
+    assert not late.on_operator(stamp_ns=f1, now_ns=31 * MS, frame_ns=f3)
+    assert not late.on_operator(stamp_ns=f2, now_ns=32 * MS, frame_ns=f3)  # F2: the operator's too, dropped
+    assert late.on_operator(stamp_ns=f3, now_ns=33 * MS, frame_ns=f3) and late.stats.stale_dropped == 2
+
+    t = Takeover()
+    assert t.on_policy(stamp_ns=f1, frame_ns=f1)  # past the check before the operator claims: F1 is the policy's
+    assert t.claim(now_ns=11 * MS) and t.controller == OPERATOR and not t.claim(now_ns=12 * MS)
+    assert not t.on_policy(stamp_ns=f2, frame_ns=f2)  # F2 arrives first: dropped, the env waits on F2
+    assert not t.on_operator(stamp_ns=f1, now_ns=21 * MS, frame_ns=f2)  # F1 was answered: not sent twice
+    assert t.on_operator(stamp_ns=f2, now_ns=22 * MS, frame_ns=f2)  # the operator drives F2
+    assert t.stats.to_dict() == {"takeovers": 1, "handbacks": 0, "operator_sent": 1, "policy_sent": 1,
+                                 "policy_dropped": 1, "stale_dropped": 1}
+    # the hand-back as before: the policy answers the next frame, not a command from before the operator's last one
+    assert t.hand_back() and not t.on_policy(stamp_ns=f2, frame_ns=f3) and t.on_policy(stamp_ns=f3, frame_ns=f3)
+
+
 class FakeArm:
     """Integrates deltas on its commanded target (as the franky backend does)."""
 

@@ -1,7 +1,8 @@
 """franka node: a lifecycle node that owns the arm. Publishes its state always; moves it only while active.
 
 Subscribes  /action (JointState named vector)           -> Takeover -> ArmGuard.on_action -> backend
-            /teleop/action (same layout: an operator)   -> takes control from the policy at once (takeover.py)
+            /teleop/action (same layout: an operator)   -> takes control from the policy at once (takeover.py);
+                                                         an in-process operator claims it on deciding (operator_claims)
 Publishes   /franka/joint_states, /franka/ee_pose       at state_rate_hz (from configure on)
             /franka/applied_action                       every command actually sent (after the safety filter);
                                                          header.frame_id = who sent it: 'policy' or 'operator'
@@ -158,6 +159,15 @@ class FrankaNode(LifecycleNode):
             self._send(msg, topics.OPERATOR_ACTION, OPERATOR)
         else:
             self._publish_status()
+
+    def operator_claims(self) -> None:
+        """An operator in this process (the twin's scripted one) takes control as it decides to act on the current
+        frame, before its command arrives on /teleop/action: no later policy command reaches the arm (takeover.py).
+        Called from the operator's thread; publishes nothing (the command that follows publishes the status)."""
+        if self.guard is None or self.guard.state not in ("active", "holding"):
+            return
+        if self.takeover.claim(self.get_clock().now().nanoseconds):
+            self.get_logger().info("operator took over from the policy (/franka/hand_back returns control)")
 
     def _send(self, msg: JointState, topic: str, source: str) -> None:
         """Through the guard (the safety filter, for both sources) to the arm; publish what was sent, by whom."""

@@ -4,8 +4,10 @@ Subscribes  /camera/image_raw (the twin's frames)
 Publishes   /teleop/action (the expert's step, stamped with the frame it answers: takes control from the policy)
 Calls       /franka/hand_back
 For each new frame it looks at the simulated scene (`TwinBackend.inspect`: only while nothing has stepped the env
-since the frame) and lets `scripted_operator.DriftOperator` decide: watch, act or hand back. `sent` and `handbacks`
-list what it did (episode, step), for tests and the round's summary.
+since the frame) and lets `scripted_operator.DriftOperator` decide: watch, act or hand back. Deciding to act, it claims
+control at once (`FrankaNode.operator_claims`, still under the env's lock), as a person grabbing the controls would: its
+command may reach the arm after the policy's command for the next frame (two topics keep no order between them).
+`sent` and `handbacks` list what it did (episode, step), for tests and the round's summary.
 """
 
 from __future__ import annotations
@@ -62,4 +64,7 @@ class OperatorNode(Node):
         if episode.index != self._episode:
             self._episode = episode.index
             self.operator.reset(env, episode.seed)
-        return (episode.index, episode.steps), self.operator.decide(env)
+        decision = self.operator.decide(env)
+        if decision.kind == ACT:  # under the env's lock: nothing steps past this frame before the claim
+            self.franka.operator_claims()
+        return (episode.index, episode.steps), decision
