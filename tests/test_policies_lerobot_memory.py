@@ -133,7 +133,7 @@ def test_ppo_update_with_checkpointing_and_micro_batches_runs_from_ratio_one():
     """Stage II's update (evaluate + PPO loss + β·SFT anchor, two micro-batches per minibatch) on the tiny π0.5 with
     gradient checkpointing: the path LeRobot's own checkpointing breaks."""
     from cotrain.rl import PPOTrainer, RealBatchStream, RLConfig, RolloutCollector
-    from cotrain.rl.toys import ToyVecEnv
+    from doubles.rl_toys import ToyVecEnv
     from test_policies_support import TASKS
 
     demos = synthetic_batch(n=8)
