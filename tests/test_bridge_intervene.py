@@ -16,6 +16,7 @@ pytest.importorskip("rclpy")
 
 from cotrain.data import EpisodeStore, FeatureSpec, FrameWeights, load_dataset  # noqa: E402
 from cotrain.policies import make_policy, policy_config_from_dict, save_checkpoint  # noqa: E402
+from doubles.bridge import json_safe  # noqa: E402
 from doubles.sandbox import isolated_ros_env  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.sapien, pytest.mark.timeout(600)]
@@ -23,14 +24,6 @@ SPEC = FeatureSpec()
 TINY = {"type": "small_vla", "chunk_size": 4, "d_model": 32, "n_heads": 2, "n_layers": 1, "mlp_ratio": 2,
         "cnn_channels": [8, 16], "value_hidden": 16, "head": {"type": "flow", "num_steps": 2, "n_layers": 1}}
 SEED0, EPISODES, MAX_STEPS = 11, 2, 40
-
-
-def json_safe(x):
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ pytest.importorskip("rclpy")
 from cotrain.data import EpisodeStore, FeatureSpec, store_from_episodes  # noqa: E402
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY  # noqa: E402
 from cotrain.policies import make_policy, policy_config_from_dict, save_checkpoint  # noqa: E402
+from doubles.bridge import json_safe  # noqa: E402
 from doubles.sandbox import isolated_ros_env  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.sapien, pytest.mark.timeout(600)]
@@ -73,14 +74,6 @@ def setup(tmp_path_factory):
     task["max_episode_steps"] = MAX_STEPS
     (root / "task.yaml").write_text(yaml.safe_dump(json_safe(task)))
     return root
-
-
-def json_safe(x):
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
 
 
 @pytest.fixture(scope="module")

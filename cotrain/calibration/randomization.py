@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
-
-from typing import TYPE_CHECKING
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from cotrain.errors import ConfigError
-
-if TYPE_CHECKING:
-    from cotrain.envs.config import DomainConfig
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,11 @@ def _draw(rng: np.random.Generator, center: np.ndarray, half: float, distributio
     return center + rng.uniform(-half, half, size=center.shape)
 
 
-def sample_domain(domain: "DomainConfig", ranges: RandomizationRanges, seed: int) -> "DomainConfig":
+Domain = TypeVar("Domain")
+"""A `cotrain.envs.config.DomainConfig` (named, not imported: the env config imports this module)."""
+
+
+def sample_domain(domain: Domain, ranges: RandomizationRanges, seed: int) -> Domain:
     """One randomised copy of `domain` for the episode `seed` (draws in a fixed order, so a range of zero width
     never shifts the others' draws)."""
     rng = np.random.default_rng([int(seed), 0x5EED])

@@ -250,3 +250,12 @@ class RosHarness:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def json_safe(x):
+    """Tuples (and nested ones) as lists: a dataclass's asdict written as YAML by `yaml.safe_dump`."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
