@@ -246,3 +246,8 @@ class ChunkDataset(torch.utils.data.Dataset):
             "action_is_pad": torch.from_numpy(pad),
             TASK_KEY: s.task[i],
         }
+
+
+def load_dataset(root, spec: FeatureSpec, chunk_size: int, weights: FrameWeights | None = None) -> ChunkDataset:
+    """A dataset on disk, in memory, as action-chunk items (`weights`: which frames, how often; see ChunkDataset)."""
+    return ChunkDataset(EpisodeStore.load(root, spec), chunk_size, weights)

@@ -12,7 +12,8 @@ same way. `tracking_error` tells the guard when the arm stopped following its ta
 The gripper is binary like the training action's sign: < 0 grasps (force-controlled), >= 0 opens; a command is
 posted to a `gripper.GripperWorker` only when the sign changes, so a gripper call (which can block for a whole
 gripper move, or on franky-sim forever) never runs on the arm's control path. `halt` (the e-stop) enqueues
-franky's torque-stop ramp without waiting for the arm to come to rest.
+franky's torque-stop ramp without waiting for the arm to come to rest. Only franky's control loop runs at real-time
+priority (`realtime`: the node's own threads stay at normal priority).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from robot_bridge import pose
 from robot_bridge.backends.base import ArmBackend, ArmReading
+from robot_bridge.backends.realtime import realtime_scheduling, scheduling_restored
 from robot_bridge.gripper import GripperWorker
 from robot_bridge.params import FrankaParams
 from robot_bridge.target import bound_target, tracking_exceeded
@@ -48,7 +50,8 @@ class FrankyBackend(ArmBackend):
         import franky
 
         cfg = franky.RealtimeConfig.Enforce if self.p.realtime else franky.RealtimeConfig.Ignore
-        self._robot = franky.Robot(self.p.robot_ip, realtime_config=cfg)
+        with scheduling_restored():  # the constructor makes its caller real-time (see robot_bridge.backends.realtime)
+            self._robot = franky.Robot(self.p.robot_ip, realtime_config=cfg)
         self._gripper = franky.Gripper(self.p.robot_ip)
         self._gripper_worker = GripperWorker(self._send_gripper)
 
@@ -74,11 +77,12 @@ class FrankyBackend(ArmBackend):
 
         if self._robot.has_errors:
             self._robot.recover_from_errors()
-        self._tracker = franky.CartesianImpedanceTracker(
-            self._robot,
-            translational_stiffness=self.p.translational_stiffness,
-            rotational_stiffness=self.p.rotational_stiffness,
-        )  # seeded at the current pose
+        with realtime_scheduling():  # the control thread the tracker starts inherits the real-time policy
+            self._tracker = franky.CartesianImpedanceTracker(
+                self._robot,
+                translational_stiffness=self.p.translational_stiffness,
+                rotational_stiffness=self.p.rotational_stiffness,
+            )  # seeded at the current pose
         self.hold()  # the bounded measured pose (an arm a few mm outside the box is pulled onto its face)
 
     def reference_xyz(self) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -37,6 +38,7 @@ def run(node_cls, args=None) -> None:
     try:
         node = node_cls(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         executor.add_node(node)
+        gc.freeze()  # the objects made so far (modules, the node, a policy) are never traversed by a collection again
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
