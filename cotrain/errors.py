@@ -2,7 +2,8 @@
 
 
 class ConfigError(ValueError):
-    """A task config with an unknown or badly typed key, or an unknown task, domain or variation name."""
+    """A config with an unknown, missing or badly typed key or value (`cotrain.config_io`), or an unknown task,
+    domain or variation name."""
 
 
 def check_choice(value: str, allowed: object, key: str) -> str:

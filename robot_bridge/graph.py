@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_bridge.backends import backend_kind
-from robot_bridge.params import load_robot_config
+from robot_bridge.params import RecorderSource, load_robot_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs" / "robot"
@@ -41,7 +41,7 @@ NODES: dict[str, NodeKind] = {
 class Profile:
     nodes: tuple[str, ...]
     """The nodes it starts, in order (names in NODES)."""
-    source: str
+    source: RecorderSource
     """The recorder's provenance `source` (an override may still say 'intervention'; in `intervene` an episode the
     operator corrected is saved as 'intervention')."""
     params: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -2,7 +2,8 @@
 
 Each node's parameters are one dataclass: the node declares exactly these ROS parameters with these typed defaults
 (`declare`), and a robot config is a ROS 2 parameter file whose sections are checked against the same dataclasses
-(`load_robot_config`): an unknown node, an unknown key or a wrong type is one error line naming the file and key.
+(`load_robot_config`, through `cotrain.config_io`): an unknown node, an unknown key, a wrong type or a value outside a
+Literal field's choices is one error line naming the file and key.
 The `/**` section holds values shared by every node that declares them (the feature spec: image size, fps).
 """
 
@@ -12,13 +13,17 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_type_hints
 
 import yaml
 
+from cotrain.config_io import config_from_dict, parse_value
 from cotrain.data.spec import FeatureSpec
 from robot_bridge.safety import SafetyLimits
 from robot_bridge.target import TargetLimits
+
+RecorderSource = Literal["teleop", "policy", "intervention", "expert"]
+"""What a recorded episode's actions came from (`cotrain.data.provenance.SOURCES`)."""
 
 
 @dataclass
@@ -61,7 +66,7 @@ class PolicyParams(SpecParams):
     At most the actions executed per chunk."""
     autostart: bool = False
     """Start acting as soon as the node is up (otherwise call /policy/start)."""
-    pace: str = "clock"
+    pace: Literal["clock", "frames"] = "clock"
     """'clock': a tick every 1/fps (a frame takes a due tick, the timer a late one). 'frames' (the twin: the env is
     the clock): every new frame takes exactly one tick, as soon as a state stamped no earlier than the frame has
     arrived; the timer never ticks, and `start` ticks the latest frame if nothing answered it yet."""
@@ -69,7 +74,7 @@ class PolicyParams(SpecParams):
 
 @dataclass
 class FrankaParams:
-    backend: str = "franky"
+    backend: Literal["franky", "twin"] = "franky"
     """'franky' (a Franka, or franky-sim) or 'twin' (the ManiSkill real-proxy env)."""
     robot_ip: str = "127.0.0.2"
     """FCI address of the arm (franky backend)."""
@@ -137,7 +142,7 @@ class CameraParams(SpecParams):
 
 @dataclass
 class TeleopParams(SpecParams):
-    input: str = "keyboard"
+    input: Literal["keyboard", "spacemouse", "none"] = "keyboard"
     """'keyboard' (this terminal), 'spacemouse' (needs the pyspacemouse package and a device) or 'none'."""
     linear_speed: float = 0.05
     """End-effector speed at full deflection, m/s."""
@@ -154,10 +159,11 @@ class RecorderParams(SpecParams):
     """LeRobot dataset the episodes are appended to."""
     task: str = ""
     """Instruction stored with each frame (a message on /task replaces it)."""
-    domain: str = "real"
+    domain: Literal["real", "real_proxy"] = "real"
     """Provenance domain: 'real' (a physical arm) or 'real_proxy' (the twin backend)."""
-    source: str = "teleop"
-    """Provenance source: 'teleop', 'policy' or 'intervention'."""
+    source: RecorderSource = "teleop"
+    """Provenance source: 'teleop', 'policy', 'intervention' or 'expert' (the calibration profile's scripted
+    motion)."""
     max_sync_skew_ms: float = 100.0
     """An action is paired with the newest image and state at most this much older than the action's stamp."""
     use_video: bool = True
@@ -192,30 +198,6 @@ NODE_PARAMS: dict[str, type] = {
 SHARED = "/**"
 
 
-def _coerce(where: str, value: Any, default: Any) -> Any:
-    """Value checked against the type of the field's default (ints accepted for floats)."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-    elif isinstance(default, list):
-        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return [float(v) for v in value]
-    raise ValueError(f"{where}: expected {type(default).__name__}, got {value!r}")
-
-
-def defaults(cls: type) -> dict[str, Any]:
-    return dataclasses.asdict(cls())
-
-
 def resolve(sections: dict[str, dict[str, Any]], where: str) -> dict[str, dict[str, Any]]:
     """Per-node parameter dicts (all fields, typed) from {node or '/**': {key: value}} sections."""
     unknown_nodes = set(sections) - set(NODE_PARAMS) - {SHARED}
@@ -228,13 +210,9 @@ def resolve(sections: dict[str, dict[str, Any]], where: str) -> dict[str, dict[s
         raise ValueError(f"{where}: '/**' may only hold the spec keys {spec_keys}, got {sorted(bad)}")
     out: dict[str, dict[str, Any]] = {}
     for node, cls in NODE_PARAMS.items():
-        values = defaults(cls)
-        layered = {k: v for k, v in shared.items() if k in values} | sections.get(node, {})
-        for key, value in layered.items():
-            if key not in values:
-                raise ValueError(f"{where}: {node}.{key} is not a parameter of the {node} node; known: {sorted(values)}")
-            values[key] = _coerce(f"{where}: {node}.{key}", value, values[key])
-        out[node] = values
+        known = {f.name for f in dataclasses.fields(cls)}
+        layered = {k: v for k, v in shared.items() if k in known} | sections.get(node, {})
+        out[node] = dataclasses.asdict(config_from_dict(cls, layered, where, key=node))
     return out
 
 
@@ -289,19 +267,16 @@ def check_cli(node: str, argv: list[str]) -> dict[str, Any]:
     files, values = cli_parameters(argv)
     for path in files:
         resolve(read_param_file(path), str(path))
-    known = defaults(NODE_PARAMS[node])
-    unknown = sorted(set(values) - set(known))
+    hints = get_type_hints(NODE_PARAMS[node])
+    unknown = sorted(set(values) - set(hints))
     if unknown:
-        raise ValueError(f"-p {', '.join(unknown)}: not a parameter of the {node} node; known: {sorted(known)}")
-    return {k: _coerce(f"-p {k}", v, known[k]) for k, v in values.items()}
+        raise ValueError(f"-p {', '.join(unknown)}: not a parameter of the {node} node; known: {sorted(hints)}")
+    return {k: parse_value(hints[k], v, f"-p {k}") for k, v in values.items()}
 
 
 def declare(node, cls: type):
-    """Declare `cls`'s fields as ROS parameters of `node` (typed defaults) and return their current values."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        default = getattr(cls(), f.name)
-        values[f.name] = node.declare_parameter(f.name, default).value
-        if isinstance(default, list):
-            values[f.name] = [float(v) for v in values[f.name]]
-    return cls(**values)
+    """Declare `cls`'s fields as ROS parameters of `node` (typed defaults) and return their current values, checked
+    like a robot config's (a value outside a Literal field's choices is one error line)."""
+    default = cls()
+    values = {f.name: node.declare_parameter(f.name, getattr(default, f.name)).value for f in dataclasses.fields(cls)}
+    return config_from_dict(cls, values, "ROS parameters")

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
+from typing import get_args, get_type_hints
 
 import pytest
 
+from robot_bridge.backends import BACKENDS
 from robot_bridge.graph import REPO, node_specs, robot_config_path
-from robot_bridge.params import check_cli, cli_parameters
+from robot_bridge.params import FrankaParams, PolicyParams, check_cli, cli_parameters, declare, load_robot_config
 
 
 def test_cli_parameters_reads_files_and_yaml_values():
@@ -30,8 +33,28 @@ def test_check_cli_types_the_overrides_and_refuses_unknown_keys(tmp_path):
         check_cli("franka", ["p", "--ros-args", "-p", "robot_iq:=127.0.0.5"])
     typo = tmp_path / "typo.yaml"
     typo.write_text("franka:\n  ros__parameters:\n    max_translaton: 0.01\n")
-    with pytest.raises(ValueError, match=r"typo.yaml: franka.max_translaton is not a parameter of the franka node"):
+    with pytest.raises(ValueError, match=r"typo.yaml: franka: unknown key\(s\) \['max_translaton'\] for FrankaParams"):
         check_cli("franka", ["p", "--ros-args", "--params-file", str(typo)])
+
+
+def test_a_value_outside_a_literal_parameter_names_the_file_key_and_choices(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("franka:\n  ros__parameters:\n    backend: twim\n")
+    with pytest.raises(ValueError) as e:
+        load_robot_config(bad)
+    assert str(e.value) == f"{bad}: franka.backend: 'twim' is not one of ['franky', 'twin']"
+    assert get_args(get_type_hints(FrankaParams)["backend"]) == tuple(BACKENDS)  # the choices are the backends
+    with pytest.raises(ValueError) as e:
+        check_cli("policy", ["p", "--ros-args", "-p", "pace:=clok"])
+    assert str(e.value) == "-p pace: 'clok' is not one of ['clock', 'frames']"
+
+    class Node:  # what a node's ROS parameters hold after a launch file or rclpy set pace: clok
+        def declare_parameter(self, name, default):
+            return SimpleNamespace(value="clok" if name == "pace" else default)
+
+    with pytest.raises(ValueError) as e:
+        declare(Node(), PolicyParams)
+    assert str(e.value) == "ROS parameters: pace: 'clok' is not one of ['clock', 'frames']"
 
 
 def test_unknown_robot_config_lists_the_valid_names():

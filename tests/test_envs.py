@@ -66,11 +66,11 @@ def test_unknown_or_missing_keys_name_the_key():
 
     data = yaml.safe_load((TASK_CONFIG_DIR / "push_cube.yaml").read_text())
     data["domains"]["real_proxy"]["frictoin"] = 0.5
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['frictoin'\] in domains.real_proxy"):
+    with pytest.raises(ConfigError, match=r"x.yaml: domains.real_proxy: unknown key\(s\) \['frictoin'\]"):
         TaskConfig.from_dict(data, source="x.yaml")
     del data["domains"]["real_proxy"]["frictoin"]
     del data["variations"]["train"]["jitter"]
-    with pytest.raises(ConfigError, match=r"x.yaml: missing key variations.train.jitter"):
+    with pytest.raises(ConfigError, match=r"x.yaml: variations.train: missing key\(s\) \['jitter'\]"):
         TaskConfig.from_dict(data, source="x.yaml")
     data["variations"]["train"]["jitter"] = 0.01
     data["variations"]["train"]["colors"] = ["red", "green", "teal"]

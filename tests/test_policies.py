@@ -139,7 +139,7 @@ def test_min_max_state_normalization_hand_values():
     assert torch.allclose(mm, torch.tensor([[0.25, 0.0], [-1.0, 0.0]]), atol=1e-4)  # constant dim 1 -> 0
     policy = make_policy(SmallVLAConfig(state_norm="min_max"), FeatureSpec(), stats_of(synthetic_batch(n=2)))
     assert policy.normalizer.state_mode == "min_max"
-    with pytest.raises(ValueError, match=r"policy.state_norm: 'minmax' is not one of"):
+    with pytest.raises(ValueError, match=r"policy: state_norm: 'minmax' is not one of"):
         policy_config_from_dict({"type": "small_vla", "state_norm": "minmax"})
 
 
@@ -156,11 +156,11 @@ def test_config_dicts_are_strict_and_round_trip():
     d = policy_config_to_dict(cfg)
     assert d["type"] == "small_vla" and d["head"]["type"] == "token"
     assert policy_config_from_dict(d) == cfg
-    with pytest.raises(ValueError, match=r"policy.head: unknown key\(s\) \['nmu_steps'\]"):
+    with pytest.raises(ValueError, match=r"policy: head: unknown key\(s\) \['nmu_steps'\] for FlowHeadConfig"):
         policy_config_from_dict({"type": "small_vla", "head": {"type": "flow", "nmu_steps": 3}})
-    with pytest.raises(TypeError, match=r"policy.d_model: expected int, got str"):
+    with pytest.raises(ValueError, match=r"policy: d_model: expected int, got '128' \(str\)"):
         policy_config_from_dict({"type": "small_vla", "d_model": "128"})
-    with pytest.raises(ValueError, match=r"policy.head.rl_method: 'ppo' is not one of"):
+    with pytest.raises(ValueError, match=r"policy: head.rl_method: 'ppo' is not one of"):
         policy_config_from_dict({"type": "small_vla", "head": {"type": "flow", "rl_method": "ppo"}})
     with pytest.raises(ValueError, match=r"unknown policy 'act'"):
         policy_config_from_dict({"type": "act"})

@@ -9,18 +9,16 @@ friction and mass, one step of action latency and action noise). Any unknown key
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
 from cotrain.calibration.camera_effects import CameraEffects
 from cotrain.calibration.randomization import RandomizationRanges
+from cotrain.config_io import config_from_dict
 from cotrain.errors import ConfigError
 
 Vec2 = tuple[float, float]
@@ -204,10 +202,8 @@ class TaskConfig:
         task = data.get("task")
         if task not in TASKS:
             raise ConfigError(f"{source}: unknown task {task!r} (known: {', '.join(TASKS)})")
-        hints = typing.get_type_hints(cls)
-        hints["variations"] = dict[str, VARIATION_TYPES[task]]
-        kwargs = _parse_fields(cls, hints, {k: v for k, v in data.items() if k != "source"}, source, "")
-        return cls(**kwargs, source=source)
+        return config_from_dict(cls, {**data, "source": source}, source,
+                                hints={"variations": dict[str, VARIATION_TYPES[task]]})
 
 
 def load_task_config(name_or_path: str | Path) -> TaskConfig:
@@ -221,52 +217,3 @@ def load_task_config(name_or_path: str | Path) -> TaskConfig:
     with open(path) as f:
         data = yaml.safe_load(f)
     return TaskConfig.from_dict(data, source=str(path))
-
-
-def _parse_fields(cls: type, hints: dict[str, Any], data: Any, source: str, where: str) -> dict[str, Any]:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: {where or 'top level'} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)} in {where or 'top level'} of {cls.__name__}")
-    out = {}
-    for name, f in fields.items():
-        key = f"{where}.{name}" if where else name
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{source}: missing key {key} ({cls.__name__})")
-            continue
-        out[name] = _parse_value(hints[name], data[name], source, key)
-    return out
-
-
-def _parse_value(tp: Any, value: Any, source: str, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return tp(**_parse_fields(tp, typing.get_type_hints(tp), value, source, key))
-    if origin is dict:
-        _, vtype = typing.get_args(tp)
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
-        return {str(k): _parse_value(vtype, v, source, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_parse_value(args[0], v, source, key) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{source}: {key} must have {len(args)} entries, got {len(value)}")
-        return tuple(_parse_value(a, v, source, key) for a, v in zip(args, value))
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{source}: {key} must be one of {typing.get_args(tp)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{source}: {key}: union types are resolved by task, not parsed directly")
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, bool, str) and type(value) is tp:
-        return value
-    raise ConfigError(f"{source}: {key} must be {getattr(tp, '__name__', tp)}, got {value!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from cotrain.policies.config_io import require
+from cotrain.config_io import require
 from cotrain.policies.configuration_vla import FlowHeadConfig
 
 

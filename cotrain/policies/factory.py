@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from cotrain.config_io import TYPE_KEY, config_from_dict, config_to_dict
 from cotrain.data.spec import FeatureSpec
 from cotrain.policies.base import Policy
 from cotrain.policies.builders import BUILTIN, Builder
-from cotrain.policies.config_io import TYPE_KEY, config_from_dict, config_to_dict
 
 POLICIES: dict[type, Builder] = {}
 
@@ -45,10 +46,10 @@ def make_policy(cfg: Any, spec: FeatureSpec, stats: Any, *, load_pretrained: boo
 def policy_config_from_dict(data: dict[str, Any], where: str = "policy") -> Any:
     """The policy config a dict describes, chosen by its `type` key; unknown keys and wrong types are errors."""
     by_name = {c.type_name: c for c in POLICIES}
-    if not isinstance(data, dict) or TYPE_KEY not in data:
+    if not isinstance(data, Mapping) or TYPE_KEY not in data:
         raise ValueError(f"{where}: a policy config needs a '{TYPE_KEY}' key, one of {sorted(by_name)}")
     if data[TYPE_KEY] not in by_name:
-        raise ValueError(f"{where}.{TYPE_KEY}: unknown policy {data[TYPE_KEY]!r}, expected one of {sorted(by_name)}")
+        raise ValueError(f"{where}: {TYPE_KEY}: unknown policy {data[TYPE_KEY]!r}, expected one of {sorted(by_name)}")
     return config_from_dict(by_name[data[TYPE_KEY]], data, where)
 
 

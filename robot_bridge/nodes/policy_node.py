@@ -45,7 +45,6 @@ from robot_bridge.inference import SyncInference, ThreadedInference
 from robot_bridge.policy_loop import LoopTiming, PolicyLoop, Tick
 
 NODE_NAME = "policy"
-PACES = ("clock", "frames")
 GIL_SWITCH_S = 0.001
 MIN_TIMER_S = 0.005
 ARM_STOPPED = ("estopped", "fault")
@@ -84,8 +83,6 @@ class PolicyNode(Node):
         self.task = self.p.task
         if self.p.torch_threads > 0:
             torch.set_num_threads(self.p.torch_threads)
-        if self.p.pace not in PACES:
-            raise ValueError(f"policy.pace={self.p.pace!r}: expected one of {PACES}")
         self.frame_paced = self.p.pace == "frames"
         if self.frame_paced and self.p.prefetch_ticks:
             raise ValueError(f"policy.prefetch_ticks={self.p.prefetch_ticks} needs pace=clock: with pace=frames the env "

@@ -30,7 +30,6 @@ from robot_bridge.teleop_keys import SERVICE_KEYS, KeyTeleop
 
 NODE_NAME = "teleop"
 KEYS_TOPIC = "/teleop/keys"
-INPUTS = ("keyboard", "spacemouse", "none")
 SPACEMOUSE_DEADZONE = 0.05
 """SpaceMouse axes below this (of full deflection) are no input."""
 
@@ -56,8 +55,6 @@ class TeleopNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = declare(self, TeleopParams)
-        if self.p.input not in INPUTS:
-            raise ValueError(f"teleop.input={self.p.input!r}: expected one of {INPUTS}")
         self.keys = KeyTeleop(self.p.linear_speed, self.p.angular_speed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
