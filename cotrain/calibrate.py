@@ -154,7 +154,8 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     from cotrain.runtime import atomic_path
 
     task_cfg = TaskConfig.from_dict(cfg.task, source="task")
-    ranges = TaskConfig.from_dict({**cfg.task, "randomization": cfg.randomization}, source="calibrate").randomization
+    ranges = TaskConfig.from_dict({**cfg.task, "randomization": cfg.randomization},
+                                  source="the calibrate config").randomization
     cam = task_cfg.camera
     frames = read_frames(cfg.background_dir)
     background = median_background(frames, cam.height, cam.width)

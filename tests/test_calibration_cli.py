@@ -65,5 +65,6 @@ def test_an_unknown_randomization_key_is_one_error_line(tmp_path):
     Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(tmp_path / "bg" / "0.png")
     r = run(f"background_dir={tmp_path}/bg", "+randomization.fog=0.1", f"out={tmp_path}/out", cwd=tmp_path)
     assert r.returncode != 0
-    assert "unknown key(s) ['fog'] in randomization" in r.stderr.strip().splitlines()[-1]
+    line = r.stderr.strip().splitlines()[-1]
+    assert "randomization: unknown key(s) ['fog'] for RandomizationRanges; known keys: ['camera_eye'," in line
     assert not (tmp_path / "out").exists()
