@@ -30,11 +30,13 @@ class BackendKind:
     build: Callable[[FrankaParams], ArmBackend]
     provides_camera: bool
     """The backend renders the camera frames (the franka node publishes them; no camera node is started)."""
+    simulated_scene: bool
+    """The arm and the task objects are a simulation this process can read (a scripted operator can act on it)."""
 
 
 BACKENDS: dict[str, BackendKind] = {
-    "franky": BackendKind(_franky, provides_camera=False),
-    "twin": BackendKind(_twin, provides_camera=True),
+    "franky": BackendKind(_franky, provides_camera=False, simulated_scene=False),
+    "twin": BackendKind(_twin, provides_camera=True, simulated_scene=True),
 }
 
 

@@ -26,10 +26,12 @@ class OperatorNode(Node):
     def __init__(self, franka, criterion: DriftCriterion, **kwargs) -> None:
         from cotrain.envs import load_task_config
         from cotrain.envs.experts import PLANS, WaypointExpert
+        from robot_bridge.backends import backend_kind
 
         super().__init__(NODE_NAME, **kwargs)
-        if franka.p.backend != "twin":
-            raise ValueError("the scripted operator needs the twin backend (it looks at the simulated scene)")
+        if not backend_kind(franka.p.backend).simulated_scene:
+            raise ValueError(f"the scripted operator needs a simulated scene to look at; franka.backend="
+                             f"{franka.p.backend!r} is not one")
         self.franka = franka
         task = load_task_config(franka.p.twin_env).task
         self.operator = DriftOperator(WaypointExpert(PLANS[task]), criterion)
