@@ -1,10 +1,12 @@
 """Scripted-expert demonstrations in a twin task, written as a LeRobot dataset with provenance.
 
-    python -m cotrain.demos task=pick_place domain=sim episodes=100 out=datasets/sim/pick_place
+    python -m cotrain.demos task=pick_place domain=sim episodes=100 randomize=true out=datasets/sim/pick_place
     python -m cotrain.demos task=pick_place domain=real_proxy episodes=20     # teleop-like noise, real-proxy
 
 `domain=real_proxy` records in the real-proxy domain (the simulated stand-in for the real world), with the
-expert's teleop-like noise; its episodes are labelled `real_proxy`, never `real`.
+expert's teleop-like noise; its episodes are labelled `real_proxy`, never `real`. `randomize=true` (training demos
+in sim or a calibrated twin) runs each episode in a domain drawn around the configured one from the task config's
+`randomization`, seeded by the episode's seed; the real-proxy refuses it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class DemosConfig:
     """Episodes per atomic commit (a crash loses at most the uncommitted ones)."""
     workers: int = 0
     """Env processes running attempts in parallel (0: one env in this process)."""
+    randomize: bool = False
+    """Each episode in a domain drawn around `domain` from the task config's `randomization` (training demos; the
+    real-proxy refuses it). The experiment runner turns it on for its sim demos."""
 
 
 register_schema("demos_schema", DemosConfig)
@@ -80,17 +85,17 @@ def _attempt(env, state: dict, item: tuple[int, bool, float]):
 
 
 @contextmanager
-def _mapper(task_cfg, domain: str, variation: str, workers: int) -> Iterator[Callable]:
+def _mapper(task_cfg, domain: str, variation: str, workers: int, randomize: bool) -> Iterator[Callable]:
     """map(fn, items) over `workers` env processes (cotrain.envs.pool), or over one env in this process (0)."""
     if workers > 0:
         from cotrain.envs.pool import EnvPool
 
-        with EnvPool(task_cfg, domain, workers, variation=variation) as pool:
+        with EnvPool(task_cfg, domain, workers, variation=variation, randomize=randomize) as pool:
             yield pool.map
         return
     from cotrain.envs.make import make_task_env
 
-    env, state = make_task_env(task_cfg, domain=domain, variation=variation, obs_mode="rgb"), {}
+    env, state = make_task_env(task_cfg, domain=domain, variation=variation, obs_mode="rgb", randomize=randomize), {}
     try:
         yield lambda fn, items: [fn(env, state, item) for item in items]
     finally:
@@ -100,14 +105,15 @@ def _mapper(task_cfg, domain: str, variation: str, workers: int) -> Iterator[Cal
 def expert_episodes(task_cfg, domain: str, episodes: int, seed: int = 0, *, variation: str = "train",
                     workers: int = 0, teleop_noise: bool = True, dart_noise_std: float = 0.0,
                     keep_failures: bool = False, max_attempts_factor: int = 3,
-                    counts: Attempts | None = None) -> Iterator:
+                    counts: Attempts | None = None, randomize: bool = False) -> Iterator:
     """Yield the first `episodes` expert episodes (`ExpertEpisode`, seed order) over seeds seed, seed+1, …, skipping
     failures unless `keep_failures`; raise after episodes × max_attempts_factor attempts. Attempts run in rounds over
-    `workers` env processes (0: one env here, one attempt per missing episode); `counts` tallies them."""
+    `workers` env processes (0: one env here, one attempt per missing episode); `counts` tallies them.
+    `randomize`: each episode in a domain drawn around `domain` from its seed (`make_task_env`; training demos)."""
     task_cfg.domain(domain)  # an unknown domain fails here, before any env is built
     counts = counts if counts is not None else Attempts()
     kept, limit = 0, episodes * max_attempts_factor
-    with _mapper(task_cfg, domain, variation, workers) as run:
+    with _mapper(task_cfg, domain, variation, workers, randomize) as run:
         while kept < episodes:
             if counts.attempts >= limit:
                 raise RuntimeError(f"demos: only {kept}/{episodes} successful episodes in {counts.attempts} attempts")
@@ -144,7 +150,7 @@ def generate(cfg: DemosConfig) -> dict[str, float]:
     episodes = expert_episodes(task_cfg, cfg.domain, cfg.episodes, cfg.seed, variation=cfg.variation,
                                workers=cfg.workers, teleop_noise=cfg.teleop_noise, dart_noise_std=cfg.dart_noise_std,
                                keep_failures=cfg.keep_failures, max_attempts_factor=cfg.max_attempts_factor,
-                               counts=counts)
+                               counts=counts, randomize=cfg.randomize)
     bar = tqdm(total=cfg.episodes, desc=f"demos {task_cfg.task}/{cfg.domain}", dynamic_ncols=True)
     with DatasetWriter(out, FeatureSpec(), commit_every=cfg.commit_every) as writer:
         written = write_episodes(writer, episodes, cfg.domain, bar)

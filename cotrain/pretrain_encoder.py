@@ -12,7 +12,9 @@ seeds 68–71 % → 84 %, 79 % over 200; H100). Only the sim domain is used: a r
 
 Trained: the encoder's stages up to its spatial-softmax keypoints and the keypoint module (what
 `ImageEncoder.keypoint_coordinates` runs), through a small MLP read-out from the keypoints' (x, y) to the
-standardised labels. Written to `out/`: `image_encoder.safetensors` (the trained tensors under the policy's names,
+standardised labels. The scenes are training data: each in a domain drawn around the sim domain from the task
+config's `randomization` (`make_task_env(randomize=True)`; none with zero ranges), held-out scenes alike.
+Written to `out/`: `image_encoder.safetensors` (the trained tensors under the policy's names,
 `image_encoder.*`; the later stages keep Stage I's initialisation) and `results.json` (rms error per label, in the
 labels' units, on the first 1,000 training scenes and on `heldout` fresh seeds).
 """
@@ -85,11 +87,12 @@ def _pool_sample(env, state, seed):
 
 
 def render_scenes(task_cfg, seeds: list[int], workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 [n, H, W, 3], float32 [n, L]) for `seeds` in the sim domain, over `workers` processes (0: here)."""
+    """(uint8 [n, H, W, 3], float32 [n, L]) for `seeds` in the sim domain, randomised per seed (training data), over
+    `workers` processes (0: here)."""
     if workers == 0:
         from cotrain.envs.make import make_task_env
 
-        env = make_task_env(task_cfg, "sim", obs_mode="rgb")
+        env = make_task_env(task_cfg, "sim", obs_mode="rgb", randomize=True)
         try:
             images, labels = zip(*(scene_sample(env, s) for s in seeds))
         finally:
@@ -99,7 +102,7 @@ def render_scenes(task_cfg, seeds: list[int], workers: int) -> tuple[torch.Tenso
 
     from cotrain.envs.pool import EnvPool
 
-    with EnvPool(task_cfg, "sim", workers) as pool:
+    with EnvPool(task_cfg, "sim", workers, randomize=True) as pool:
         out = pool.map(_pool_sample, list(seeds))
     return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
 

@@ -178,8 +178,10 @@ def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> P
     if real_dataset is not None:
         real = RealBatchStream(real_dataset, cfg.rl.real_batch_size, seed=cfg.seed * 1000 + info.rank, weights=weights)
 
-    # each rank owns its workers; rollouts in sim (rl.overlap_update: rollout k+1 during update k)
-    env = make_env(task_cfg, "sim", "rgb", num_envs=cfg.envs, seed=cfg.seed * 1000 + info.rank, backend=cfg.backend)
+    # each rank owns its workers; rollouts in sim, each episode in a domain drawn from the task's randomization
+    # (rl.overlap_update: rollout k+1 during update k)
+    env = make_env(task_cfg, "sim", "rgb", num_envs=cfg.envs, seed=cfg.seed * 1000 + info.rank, backend=cfg.backend,
+                   randomize=True)
     rollouts = RolloutPipeline(env, policy, cfg.rl, rank=info.rank)
     trainer = PPOTrainer(policy, cfg.rl, real, info)
     if resume:
@@ -206,7 +208,7 @@ class Evaluator:
                 for d in EVAL_DOMAINS:
                     if d not in self.envs:
                         self.envs[d] = make_env(self.task_cfg, d, "rgb", num_envs=min(cfg.envs, cfg.eval_episodes),
-                                                seed=10_000, backend=cfg.backend)
+                                                seed=10_000, backend=cfg.backend, randomize=False)
                     r = evaluate_vec(self.envs[d], policy, cfg.eval_episodes, seed=1_000_000,
                                      max_episode_steps=self.task_cfg.max_episode_steps,
                                      n_action_steps=cfg.eval_n_action_steps)

@@ -15,6 +15,9 @@ WIDE = RandomizationRanges(light_scale=0.2, color=0.05, camera_eye=0.01, camera_
 def test_zero_width_is_the_calibrated_domain():
     assert sample_domain(TWIN, RandomizationRanges(), seed=7) == TWIN
     assert sample_domain(TWIN, RandomizationRanges(distribution="triangular"), seed=7) == TWIN
+    assert RandomizationRanges().is_zero and RandomizationRanges(distribution="triangular").is_zero
+    assert not any(dataclasses.replace(RandomizationRanges(), **{f.name: getattr(WIDE, f.name)}).is_zero
+                   for f in dataclasses.fields(RandomizationRanges) if f.name != "distribution")
 
 
 def test_reproducible_from_the_seed():

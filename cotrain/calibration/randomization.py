@@ -52,6 +52,11 @@ class RandomizationRanges:
             raise ConfigError(f"randomization.distribution must be 'uniform' or 'triangular', got "
                               f"{self.distribution!r}")
 
+    @property
+    def is_zero(self) -> bool:
+        """Every half-width is zero: `sample_domain` returns the domain itself, whatever the seed."""
+        return all(getattr(self, f.name) == 0 for f in dataclasses.fields(self) if f.name != "distribution")
+
 
 def _draw(rng: np.random.Generator, center: np.ndarray, half: float, distribution: str) -> np.ndarray:
     """center + a draw in [−half, half] per entry (center itself when half is 0)."""

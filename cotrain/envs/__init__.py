@@ -4,8 +4,9 @@ scripted experts; and vector envs with chunk-aware rendering.
 
 Public API:
     load_task_config(name) -> TaskConfig                       # configs/task/<name>.yaml, strict
-    make_env(task_cfg, domain, obs_mode, num_envs, seed, variation, backend) -> vector env
-    make_task_env(task_cfg, domain, variation, obs_mode) -> one ManiSkill env (num_envs = 1)
+    make_env(task_cfg, domain, obs_mode, num_envs, seed, variation, backend, randomize) -> vector env
+    make_task_env(task_cfg, domain, variation, obs_mode, randomize) -> one ManiSkill env (num_envs = 1)
+    # randomize=True: each episode in a domain drawn from task_cfg.randomization (training envs, never the real-proxy)
     make_expert(task, domain_cfg) ; run_expert_episode(env, expert, seed) -> ExpertEpisode(frames, success, seed)
 """
 

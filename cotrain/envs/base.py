@@ -1,5 +1,15 @@
 """What every twin task shares: robot, table, camera, lighting, the domain's action latency and noise, the event
-reward, the instruction, the cotrain observation, and a control step without observation (for chunked stepping).
+reward, the instruction, the cotrain observation, a control step without observation (for chunked stepping), and
+the per-episode domain randomisation of training envs.
+
+Randomisation (`randomize=True`, training domains only; `cotrain.envs.episode_domain`): at every reset each
+sub-scene being reset draws `sample_domain(domain, task_cfg.randomization, <its episode seed>)` and its episode runs
+in that domain (`episode_domains[i]`): table and palette colours, light, the camera's pose, the friction of the
+table and the task's bodies, the mass of the task's dynamic bodies, and the action latency (per sub-scene; the
+pending-action buffer holds the widest range). The scene is changed in place, never reconfigured; ManiSkill's
+episode RNG is not drawn from, so a seed gives the same initial state with or without randomisation, and ranges of
+zero width (every shipped task config) leave the env exactly as with randomize=False. The real-proxy is never
+randomised (a ConfigError); evaluation builds its envs with randomize=False.
 
 A task subclass implements, in call order: `_load_objects`, `_initialize_objects` (which also sets the
 instructions), `evaluate` (returns at least `success` and `milestone` — the task's "grasp" event), and
@@ -19,12 +29,16 @@ from mani_skill.utils import common, sapien_utils
 from mani_skill.utils.structs.types import SimConfig
 
 from cotrain.calibration.camera_effects import CameraEffects, apply_camera_effects
+from cotrain.calibration.randomization import sample_domain
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY
-from cotrain.envs.config import TaskConfig
+from cotrain.envs.config import CameraConfig as TaskCamera
+from cotrain.envs.config import DomainConfig, TaskConfig
+from cotrain.envs.episode_domain import BuiltMasses, check_randomize, domain_bodies, set_friction, set_lights
 from cotrain.envs.robot import CONTROL_MODE, MANISKILL_ROBOT_UID, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action
-from cotrain.envs.scene import build_table
+from cotrain.envs.scene import build_table, set_color, set_palette_colors
 
 CAMERA_NAME = "main"
+RENDER_CAMERA_NAME = "render_camera"
 SIM_FREQ = 100
 CONTROL_FREQ = 10
 ROBOT_INIT_QPOS_NOISE = 0.02
@@ -48,6 +62,12 @@ def ee_lag_beta(time_constant: float, dt: float) -> float:
     return float(np.exp(-dt / time_constant)) if time_constant > 0 else 0.0
 
 
+def camera_pose(cam: TaskCamera, dom: DomainConfig):
+    """The task camera's pose (ManiSkill `Pose`) moved by the domain's eye and target offsets."""
+    return sapien_utils.look_at(eye=np.add(cam.eye, dom.camera_eye_offset).tolist(),
+                                target=np.add(cam.target, dom.camera_target_offset).tolist())
+
+
 class TwinTaskEnv(BaseEnv):
     SUPPORTED_ROBOTS = [ROBOT_UID, MANISKILL_ROBOT_UID]
     SUPPORTED_OBS_MODES = ("state_dict", "rgb")
@@ -59,7 +79,10 @@ class TwinTaskEnv(BaseEnv):
 
     def __init__(self, task_cfg: TaskConfig, domain: str = "sim", variation: str = "train",
                  obs_mode: Literal["state", "rgb"] = "rgb", num_envs: int = 1, sim_backend: str = "physx_cpu",
-                 render_backend: str = "auto", robot_uid: str = ROBOT_UID):
+                 render_backend: str = "auto", robot_uid: str = ROBOT_UID, randomize: bool = False):
+        """`randomize`: draw each episode's domain around `domain` from `task_cfg.randomization` (training envs;
+        see the module docstring). A ConfigError on the real-proxy, and on any backend but physx_cpu for ranges
+        that cannot vary per sub-scene there (`cotrain.envs.episode_domain.check_randomize`)."""
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {list(OBS_MODES)}, got {obs_mode!r}")
         if robot_uid not in self.SUPPORTED_ROBOTS:
@@ -67,6 +90,11 @@ class TwinTaskEnv(BaseEnv):
         self.task_cfg = task_cfg
         self.domain_name = domain
         self.domain = task_cfg.domain(domain)
+        if randomize:
+            check_randomize(task_cfg, domain, gpu_sim=sim_backend != "physx_cpu")
+        self._randomizing = randomize and not task_cfg.randomization.is_zero
+        """Whether resets draw episode domains at all (zero ranges: the sample is `domain`, nothing to do)."""
+        self._reset_seeded = False
         self.variation_name = variation
         self.variation = task_cfg.variation(variation)
         self.instructions: list[str] = [""] * num_envs
@@ -88,18 +116,13 @@ class TwinTaskEnv(BaseEnv):
 
     @property
     def _default_sensor_configs(self):
-        cam, dom = self.task_cfg.camera, self.domain
-        eye = np.add(cam.eye, dom.camera_eye_offset)
-        target = np.add(cam.target, dom.camera_target_offset)
-        pose = sapien_utils.look_at(eye=eye.tolist(), target=target.tolist())
-        return [CameraConfig(CAMERA_NAME, pose, cam.width, cam.height, cam.fov, 0.01, 10)]
+        cam = self.task_cfg.camera
+        return [CameraConfig(CAMERA_NAME, camera_pose(cam, self.domain), cam.width, cam.height, cam.fov, 0.01, 10)]
 
     @property
     def _default_human_render_camera_configs(self):
-        cam, dom = self.task_cfg.camera, self.domain
-        pose = sapien_utils.look_at(eye=np.add(cam.eye, dom.camera_eye_offset).tolist(),
-                                    target=np.add(cam.target, dom.camera_target_offset).tolist())
-        return CameraConfig("render_camera", pose, 384, 384, cam.fov, 0.01, 10)
+        return CameraConfig(RENDER_CAMERA_NAME, camera_pose(self.task_cfg.camera, self.domain), 384, 384,
+                            self.task_cfg.camera.fov, 0.01, 10)
 
     def _load_agent(self, options: dict):
         super()._load_agent(options, sapien.Pose(p=list(ROBOT_BASE_XYZ)))
@@ -110,12 +133,22 @@ class TwinTaskEnv(BaseEnv):
 
     def _load_scene(self, options: dict):
         self.table = build_table(self.scene, self.domain)
-        n, latency = self.num_envs, self.domain.action_latency_steps
-        self._pending_actions = torch.tensor(HOLD_ACTION, device=self.device).repeat(latency, n, 1)
+        n = self.num_envs
+        self.episode_domains: list[DomainConfig] = [self.domain] * n
+        """The domain each sub-scene's episode runs in (and its scene shows): `domain` unless randomised."""
+        self._latency = torch.full((n,), self.domain.action_latency_steps, dtype=torch.long, device=self.device)
+        capacity = self.domain.action_latency_steps + (self.task_cfg.randomization.latency_steps
+                                                       if self._randomizing else 0)
+        self._pending_actions = torch.tensor(HOLD_ACTION, device=self.device).repeat(capacity, n, 1)
+        """Commands not yet executed, oldest first: as many as the largest latency an episode can draw."""
+        self._env_rows = torch.arange(n, device=self.device)
         self._lagged_delta = torch.zeros(n, 6, device=self.device)
         self._ever_milestone = torch.zeros(n, dtype=torch.bool, device=self.device)
         self._was_success = torch.zeros(n, dtype=torch.bool, device=self.device)
         self._load_objects(options)
+        articulations = [a for a in self.scene.articulations.values() if a is not self.agent.robot]
+        self._domain_bodies = domain_bodies(list(self.scene.actors.values()), articulations, self.table)
+        self._built_masses = BuiltMasses(self._domain_bodies, n) if self._randomizing else None
 
     def _load_objects(self, options: dict):
         raise NotImplementedError
@@ -130,10 +163,49 @@ class TwinTaskEnv(BaseEnv):
         self._lagged_delta[env_idx] = 0.0
         self._ever_milestone[env_idx] = False
         self._was_success[env_idx] = False
+        if self._randomizing:
+            for i, seed in zip(env_idx.tolist(), self._domain_seeds(env_idx)):
+                self._show_domain(i, sample_domain(self.domain, self.task_cfg.randomization, seed))
         self._initialize_objects(env_idx)
 
     def _initialize_objects(self, env_idx: torch.Tensor):
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- per-episode domains
+    def reset(self, seed=None, options=None):
+        self._reset_seeded = seed is not None
+        return super().reset(seed=seed, options=options)
+
+    def _domain_seeds(self, env_idx: torch.Tensor) -> list[int]:
+        """The seed of each reset sub-scene's domain sample: its episode seed. An unseeded reset leaves ManiSkill's
+        episode seed as it was, so it draws a fresh one from ManiSkill's main RNG (as its enhanced determinism
+        would; never from the episode RNG)."""
+        if self._reset_seeded:
+            return [int(self._episode_seed[i]) for i in env_idx.tolist()]
+        return [int(self._batched_main_rng[i].randint(2**31)) for i in env_idx.tolist()]
+
+    def _show_domain(self, i: int, new: DomainConfig) -> None:
+        """Bring sub-scene i from the domain it shows (`episode_domains[i]`) to `new` in place, changing only what
+        differs. A task with more domain-dependent parts extends it (the drawer's joint friction)."""
+        old = self.episode_domains[i]
+        if self.scene.can_render():
+            if new.table_rgba != old.table_rgba:
+                set_color(self.table, new.table_rgba, [i])
+            if new.palette != old.palette:
+                for body in self._domain_bodies:
+                    set_palette_colors(body, new.palette, i)
+            if (new.ambient_light, new.light_color) != (old.ambient_light, old.light_color):
+                set_lights(self.scene.sub_scenes[i], new.ambient_light, new.light_color)
+            if (new.camera_eye_offset, new.camera_target_offset) != (old.camera_eye_offset, old.camera_target_offset):
+                pose = camera_pose(self.task_cfg.camera, new).sp  # one sub-scene (camera ranges are CPU-only)
+                self._sensors[CAMERA_NAME].camera.set_local_pose(pose)
+                self._human_render_cameras[RENDER_CAMERA_NAME].camera.set_local_pose(pose)
+        if new.friction != old.friction:
+            set_friction(self._domain_bodies, i, new.friction)
+        if new.mass_scale != old.mass_scale:
+            self._built_masses.scale(i, new.mass_scale / self.domain.mass_scale)
+        self._latency[i] = new.action_latency_steps
+        self.episode_domains[i] = new
 
     # ----------------------------------------------------------------- observation
     def get_obs(self, info: dict | None = None, unflattened: bool = False):
@@ -155,17 +227,18 @@ class TwinTaskEnv(BaseEnv):
 
     # ----------------------------------------------------------------- acting
     def _step_action(self, action):
-        """Clip, add the domain's action noise, delay by its latency and lag by its end-effector response, then run
-        one control step."""
+        """Clip, add the domain's action noise, delay by the episode's latency and lag by the domain's end-effector
+        response, then run one control step."""
         if action is None:
             return super()._step_action(None)
         a = clip_action(common.to_tensor(action, device=self.device).float().reshape(self.num_envs, -1))
         if self.domain.action_noise_std > 0:
             noise = self._batched_episode_rng.normal(0.0, self.domain.action_noise_std, size=6)
             a[:, :6] += torch.as_tensor(noise, dtype=a.dtype, device=self.device).reshape(self.num_envs, 6)
-        if self.domain.action_latency_steps > 0:
+        capacity = len(self._pending_actions)
+        if capacity > 0:  # each sub-env executes its command of `latency` steps ago ("hold" before the first)
             queued = torch.cat([self._pending_actions, a[None]], dim=0)
-            a, self._pending_actions = queued[0], queued[1:]
+            a, self._pending_actions = queued[capacity - self._latency, self._env_rows], queued[1:]
         if self.domain.ee_lag_time_constant > 0:
             beta = ee_lag_beta(self.domain.ee_lag_time_constant, 1.0 / CONTROL_FREQ)
             a = a.clone()

@@ -23,10 +23,10 @@ from cotrain.envs.runner import worker_seed
 
 class CudaVectorEnv:
     def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
-                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID):
+                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID, randomize: bool = False):
         self.num_envs, self.seed = num_envs, seed
         self.env = make_task_env(task_cfg, domain, variation, obs_mode, num_envs=num_envs, sim_backend="physx_cuda",
-                                 robot_uid=robot_uid)
+                                 robot_uid=robot_uid, randomize=randomize)
         self._episodes: list[dict] = []
 
     @property

@@ -16,7 +16,7 @@ from mani_skill.utils.structs.pose import Pose
 from transforms3d.euler import euler2quat
 
 from cotrain.envs.base import TwinTaskEnv
-from cotrain.envs.config import ConfigError, DrawerVariation
+from cotrain.envs.config import ConfigError, DomainConfig, DrawerVariation
 from cotrain.envs.scene import add_box
 
 DEPTH, WIDTH, HEIGHT, WALL = 0.24, 0.30, 0.12, 0.01
@@ -33,15 +33,15 @@ JOINT_FRICTION = 0.1
 
 def build_cabinet(env: TwinTaskEnv):
     """The cabinet articulation (fixed root) with the domain's colours, friction and mass."""
-    dom, palette = env.domain, env.domain.palette
+    dom = env.domain
     for key in ("cabinet", "drawer", "handle"):
-        if key not in palette:
+        if key not in dom.palette:
             raise ConfigError(f"{env.task_cfg.source}: domains.{env.domain_name}.palette needs a {key!r} colour")
     builder = env.scene.create_articulation_builder()
     builder.disable_self_collisions = True
     body = builder.create_link_builder()
     body.set_name("body")
-    c = palette["cabinet"]
+    c = "cabinet"
     add_box(body, (DEPTH / 2, WIDTH / 2, WALL / 2), (DEPTH / 2, 0, WALL / 2), c, dom)
     add_box(body, (DEPTH / 2, WIDTH / 2, WALL / 2), (DEPTH / 2, 0, HEIGHT - WALL / 2), c, dom)
     for side in (1, -1):
@@ -50,17 +50,17 @@ def build_cabinet(env: TwinTaskEnv):
 
     drawer = builder.create_link_builder(body)
     drawer.set_name("drawer")
-    d, inner_w, inner_d = palette["drawer"], WIDTH / 2 - WALL - 0.004, (DEPTH - 2 * WALL) / 2
+    d, inner_w, inner_d = "drawer", WIDTH / 2 - WALL - 0.004, (DEPTH - 2 * WALL) / 2
     add_box(drawer, (WALL / 2, WIDTH / 2, HEIGHT / 2 - 0.002), (-WALL / 2, 0, HEIGHT / 2), d, dom)
     add_box(drawer, (inner_d, inner_w, WALL / 2), (inner_d, 0, 1.5 * WALL), d, dom, collision=False)
     for side in (1, -1):
         add_box(drawer, (inner_d, WALL / 2, 0.035), (inner_d, side * (inner_w - WALL / 2), WALL + 0.035), d, dom,
                 collision=False)
-    add_box(drawer, HANDLE_HALF, HANDLE_LOCAL, palette["handle"], dom)
+    add_box(drawer, HANDLE_HALF, HANDLE_LOCAL, "handle", dom)
     for side in (1, -1):
         standoff_x = (-WALL + HANDLE_LOCAL[0] + HANDLE_HALF[0]) / 2
         half = (abs(HANDLE_LOCAL[0] + WALL) / 2, 0.005, 0.005)
-        add_box(drawer, half, (standoff_x, side * 0.04, HANDLE_LOCAL[2]), palette["handle"], dom)
+        add_box(drawer, half, (standoff_x, side * 0.04, HANDLE_LOCAL[2]), "handle", dom)
     towards_robot = sapien.Pose(q=euler2quat(0, 0, math.pi))
     drawer.set_joint_name("drawer_joint")
     drawer.set_joint_properties("prismatic", limits=[[0.0, TRAVEL]], pose_in_parent=towards_robot,
@@ -82,6 +82,13 @@ class DrawerEnv(TwinTaskEnv):
     def _load_objects(self, options: dict):
         self.cabinet = build_cabinet(self)
         self.drawer_link = self.cabinet.links_map["drawer"]
+
+    def _show_domain(self, i: int, new: DomainConfig) -> None:
+        """The episode's domain, and the drawer joint's friction scaled by its friction like the built one."""
+        if new.friction != self.episode_domains[i].friction:
+            for joint in self.cabinet.active_joints:
+                joint._objs[i].set_friction(JOINT_FRICTION * new.friction)
+        super()._show_domain(i, new)
 
     def _initialize_objects(self, env_idx: torch.Tensor):
         b, var = len(env_idx), self.variation
@@ -130,6 +137,8 @@ class OpenDrawerEnv(DrawerEnv):
     **Randomizations:**
     - the cabinet's front-face xy and yaw are uniform in the variation's ranges
     - the drawer starts open by a fraction uniform in `init_open_fraction` (near closed for training)
+    - training envs (`randomize=True`) also draw the episode's domain: colours, light, camera pose, friction (the
+      joint's too), mass and latency around the configured ones (`TwinTaskEnv`)
 
     **Success Conditions:**
     - the drawer is open by at least OPEN_FRACTION of its travel
@@ -161,6 +170,8 @@ class CloseDrawerEnv(DrawerEnv):
     **Randomizations:**
     - the cabinet's front-face xy and yaw are uniform in the variation's ranges
     - the drawer starts open by a fraction uniform in `init_open_fraction` (well open for training)
+    - training envs (`randomize=True`) also draw the episode's domain: colours, light, camera pose, friction (the
+      joint's too), mass and latency around the configured ones (`TwinTaskEnv`)
 
     **Success Conditions:**
     - the drawer is open by at most CLOSED_FRACTION of its travel

@@ -67,6 +67,8 @@ class PickPlaceEnv(TwinTaskEnv):
       are parked off the table)
     - the object's xy is uniform in the variation's region, its yaw uniform in [0, 2π)
     - the tray's xy is uniform in the variation's region (axis-aligned)
+    - training envs (`randomize=True`) also draw the episode's domain: colours, light, camera pose, friction, mass
+      and latency around the configured ones (`TwinTaskEnv`)
 
     **Success Conditions:**
     - the object's centre is inside the tray walls (by PLACE_MARGIN), low enough to rest in it, and it is not grasped
@@ -84,14 +86,13 @@ class PickPlaceEnv(TwinTaskEnv):
         self.shape_names = list(self.variation.shapes)
         self.objects = [self._build_shape(name, SHAPES[name], i) for i, name in enumerate(self.shape_names)]
         builder = self.scene.create_actor_builder()
-        rgba = self.domain.palette.get("tray")
-        if rgba is None:
+        if "tray" not in self.domain.palette:
             raise ConfigError(f"{self.task_cfg.source}: domains.{self.domain_name}.palette needs a 'tray' colour")
         h, w, t = TRAY_INNER_HALF, TRAY_WALL, TRAY_HEIGHT
-        add_box(builder, (h + w, h + w, w / 2), (0, 0, w / 2), rgba, self.domain)
+        add_box(builder, (h + w, h + w, w / 2), (0, 0, w / 2), "tray", self.domain)
         for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
             half = (w / 2, h + w, t / 2) if sx else (h + w, w / 2, t / 2)
-            add_box(builder, half, (sx * (h + w / 2), sy * (h + w / 2), t / 2), rgba, self.domain)
+            add_box(builder, half, (sx * (h + w / 2), sy * (h + w / 2), t / 2), "tray", self.domain)
         builder.initial_pose = sapien.Pose(p=[0, 0.2, 0])
         self.tray = builder.build_kinematic(name="tray")
         self._shape_idx = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
@@ -138,7 +139,7 @@ class PickPlaceEnv(TwinTaskEnv):
             torch.arange(self.num_envs, device=self.device), shared_name="object")
         for j, env in enumerate(env_idx.tolist()):
             name, color = self.shape_names[shape_idx[j]], var.colors[color_idx[j]]
-            set_color(self.objects[shape_idx[j]], self.domain.palette[color], [env])
+            set_color(self.objects[shape_idx[j]], self.episode_domains[env].palette[color], [env])
             self.instructions[env] = f"put the {color} {SHAPES[name].word} in the tray"
 
     def scene_labels(self) -> torch.Tensor:

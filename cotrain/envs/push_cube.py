@@ -31,6 +31,8 @@ class PushCubeEnv(TwinTaskEnv):
     - three distinct colours are drawn from the variation's colours and shuffled over the three slots; the target
       is one of them, uniformly
     - the row's x is uniform in `row_x_range`; each cube's xy gets ± `jitter`
+    - training envs (`randomize=True`) also draw the episode's domain: colours, light, camera pose, friction, mass
+      and latency around the configured ones (`TwinTaskEnv`)
 
     **Success Conditions:**
     - the named cube's centre is on the line (|x − GOAL_X| <= GOAL_HALF_WIDTH) and no other cube has reached it
@@ -47,14 +49,13 @@ class PushCubeEnv(TwinTaskEnv):
         self.cubes = []
         for i in range(N_CUBES):
             builder = self.scene.create_actor_builder()
-            add_box(builder, (CUBE_HALF,) * 3, (0, 0, 0), (1, 1, 1, 1), self.domain)
+            add_box(builder, (CUBE_HALF,) * 3, (0, 0, 0), None, self.domain)
             builder.initial_pose = sapien.Pose(p=[0, 0.1 * i, CUBE_HALF])
             self.cubes.append(builder.build(name=f"cube_{i}"))
-        line_rgba = self.domain.palette.get("line")
-        if line_rgba is None:
+        if "line" not in self.domain.palette:
             raise ConfigError(f"{self.task_cfg.source}: domains.{self.domain_name}.palette needs a 'line' colour")
         builder = self.scene.create_actor_builder()
-        add_box(builder, (GOAL_HALF_WIDTH, LINE_HALF_LENGTH, 5e-4), (0, 0, 5e-4), line_rgba, self.domain,
+        add_box(builder, (GOAL_HALF_WIDTH, LINE_HALF_LENGTH, 5e-4), (0, 0, 5e-4), "line", self.domain,
                 collision=False)
         builder.initial_pose = sapien.Pose(p=[GOAL_X, 0, 0])
         self.line = builder.build_kinematic(name="goal_line")
@@ -74,7 +75,7 @@ class PushCubeEnv(TwinTaskEnv):
         for j, env in enumerate(env_idx.tolist()):
             colors = [var.colors[k] for k in torch.randperm(len(var.colors))[:N_CUBES].tolist()]
             for cube, color in zip(self.cubes, colors):
-                set_color(cube, self.domain.palette[color], [env])
+                set_color(cube, self.episode_domains[env].palette[color], [env])
             self.instructions[env] = f"push the {colors[target[j]]} cube onto the line"
 
     def scene_labels(self) -> torch.Tensor:

@@ -45,12 +45,12 @@ class ChunkResult:
 
 class EnvRunner:
     """Owns one `TwinTaskEnv` (num_envs = 1, physx_cpu). Episode seeds come from `seed` unless given to `reset`.
-    `robot_uid` as in `make_task_env`."""
+    `robot_uid` and `randomize` as in `make_task_env`."""
 
     def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
-                 seed: int, robot_uid: str = ROBOT_UID):
+                 seed: int, robot_uid: str = ROBOT_UID, randomize: bool = False):
         self.env = make_task_env(task_cfg, domain, variation, obs_mode, num_envs=1, sim_backend="physx_cpu",
-                                 robot_uid=robot_uid)
+                                 robot_uid=robot_uid, randomize=randomize)
         self.rng = np.random.default_rng(seed)
 
     def reset(self, seed: int | None = None) -> dict:

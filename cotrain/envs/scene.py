@@ -1,7 +1,8 @@
 """Scene pieces built from primitives only (no asset downloads): table, boxes with a domain's material, colours.
 
-Everything takes the domain's friction / mass scale at build time; colours are set per episode (per sub-scene),
-so one built scene serves every episode of its domain.
+Everything takes the domain's friction / mass scale and palette at build time; a box's visual is named after its
+palette colour, so a per-episode palette (`cotrain.envs.episode_domain`) can recolour it in place. Colours are set
+per sub-scene, so one built scene serves every episode of its domain.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from mani_skill.envs.scene import ManiSkillScene
 from mani_skill.utils.building.ground import build_ground
 from mani_skill.utils.structs.actor import Actor
+from mani_skill.utils.structs.link import Link
 
 from cotrain.envs.config import RGBA, DomainConfig
 
@@ -57,25 +59,40 @@ def build_table(scene: ManiSkillScene, domain: DomainConfig) -> Actor:
     return table
 
 
-def add_box(builder, half_size: Sequence[float], center: Sequence[float], rgba: RGBA, domain: DomainConfig,
+def add_box(builder, half_size: Sequence[float], center: Sequence[float], color: str | None, domain: DomainConfig,
             collision: bool = True) -> None:
-    """Add one box (collision + visual) to an actor or link builder, with the domain's friction and mass scale."""
+    """Add one box (collision + visual) to an actor or link builder, with the domain's friction and mass scale.
+
+    `color`: a name in the domain's palette (the visual shape is named after it: `set_palette_colors`), or None for
+    white, which the task recolours per episode (`set_color`)."""
     pose = sapien.Pose(p=list(center))
     if collision:
         builder.add_box_collision(pose=pose, half_size=list(half_size), material=physx_material(domain),
                                   density=DENSITY * domain.mass_scale)
+    rgba = (1.0, 1.0, 1.0, 1.0) if color is None else domain.palette[color]
     builder.add_box_visual(pose=pose, half_size=list(half_size),
-                           material=sapien.render.RenderMaterial(base_color=list(rgba), roughness=0.6))
+                           material=sapien.render.RenderMaterial(base_color=list(rgba), roughness=0.6),
+                           name=color or "")
+
+
+def render_shapes(body: Actor | Link, i: int) -> list:
+    """The visual shapes of an actor or link in sub-scene i (none without a renderer)."""
+    render = body._bodies[i].entity.find_component_by_type(sapien.render.RenderBodyComponent)
+    return [] if render is None else render.render_shapes
 
 
 def set_color(actor: Actor, rgba: RGBA, env_idx: Sequence[int]) -> None:
     """Recolour every visual shape of `actor` in the given sub-scenes (no-op without a renderer)."""
     for i in env_idx:
-        body = actor._objs[int(i)].find_component_by_type(sapien.render.RenderBodyComponent)
-        if body is None:
-            return
-        for shape in body.render_shapes:
+        for shape in render_shapes(actor, int(i)):
             shape.material.base_color = list(rgba)
+
+
+def set_palette_colors(body: Actor | Link, palette: dict[str, RGBA], i: int) -> None:
+    """Recolour, in sub-scene i, the visual shapes of `body` named after a palette colour (`add_box`)."""
+    for shape in render_shapes(body, i):
+        if shape.name in palette:
+            shape.material.base_color = list(palette[shape.name])
 
 
 def uniform(low: Sequence[float], high: Sequence[float], n: int) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY, TASK_KEY
 from cotrain.envs.config import TaskConfig
+from cotrain.envs.episode_domain import check_randomize
 from cotrain.envs.robot import ROBOT_UID
 from cotrain.envs.runner import ChunkResult, EnvRunner, worker_seed
 
@@ -121,10 +122,10 @@ class SerialVectorEnv(_RunnerVectorEnv):
     """N `EnvRunner`s in this process (physx_cpu), stepped one after another."""
 
     def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
-                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID):
+                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID, randomize: bool = False):
         super().__init__()
         self.num_envs = num_envs
-        self.runners = [EnvRunner(task_cfg, domain, variation, obs_mode, worker_seed(seed, i), robot_uid)
+        self.runners = [EnvRunner(task_cfg, domain, variation, obs_mode, worker_seed(seed, i), robot_uid, randomize)
                         for i in range(num_envs)]
         self._pending: dict[int, tuple[np.ndarray, bool]] = {}
 
@@ -165,7 +166,7 @@ class ProcessVectorEnv(_RunnerVectorEnv):
     """One `EnvRunner` per worker process (physx_cpu); commands go to all workers before any answer is read."""
 
     def __init__(self, task_cfg: TaskConfig, domain: str, variation: str, obs_mode: Literal["state", "rgb"],
-                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID):
+                 num_envs: int, seed: int, robot_uid: str = ROBOT_UID, randomize: bool = False):
         super().__init__()
         self.num_envs = num_envs
         ctx = mp.get_context("spawn")
@@ -173,7 +174,7 @@ class ProcessVectorEnv(_RunnerVectorEnv):
         self.conns, self.procs = [], []
         for i in range(num_envs):
             parent, child = ctx.Pipe()
-            args = (task_cfg, domain, variation, obs_mode, worker_seed(seed, i), robot_uid)
+            args = (task_cfg, domain, variation, obs_mode, worker_seed(seed, i), robot_uid, randomize)
             proc = ctx.Process(target=_worker, args=(child, args), daemon=True, name=f"twin-env-{i}")
             proc.start()
             self.conns.append(parent)
@@ -222,22 +223,26 @@ class ProcessVectorEnv(_RunnerVectorEnv):
 def make_env(task_cfg: TaskConfig, domain: str = "sim", obs_mode: Literal["state", "rgb"] = "rgb",
              num_envs: int = 1, seed: int = 0, variation: str = "train",
              backend: Literal["physx_cpu", "physx_cpu_serial", "physx_cuda"] = "physx_cpu",
-             robot_uid: str = ROBOT_UID):
+             robot_uid: str = ROBOT_UID, randomize: bool = False):
     """A vector env of `num_envs` twin envs of `task_cfg.task` in `domain` (`sim` | `real_proxy`).
 
     `physx_cpu`: one worker process per env; `physx_cpu_serial`: the same in this process (no spawn cost, for
     tests and N = 1); `physx_cuda`: one process, GPU sim (unverified). Unknown domain/variation -> ConfigError.
     `robot_uid`: ROBOT_UID (native CPU maths) or MANISKILL_ROBOT_UID (ManiSkill's torch maths, the reference).
+    `randomize`: every episode runs in a domain drawn around `domain` from `task_cfg.randomization`, seeded by its
+    episode seed (the training envs: Stage II's rollouts); a ConfigError on the real-proxy. Evaluation leaves it off.
     """
     task_cfg.domain(domain), task_cfg.variation(variation)  # fail here, not inside a worker
+    if randomize:
+        check_randomize(task_cfg, domain, gpu_sim=backend == "physx_cuda")
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if backend == "physx_cpu":
-        return ProcessVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid)
+        return ProcessVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid, randomize)
     if backend == "physx_cpu_serial":
-        return SerialVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid)
+        return SerialVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid, randomize)
     if backend == "physx_cuda":
         from cotrain.envs.cuda_vector_env import CudaVectorEnv
 
-        return CudaVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid)
+        return CudaVectorEnv(task_cfg, domain, variation, obs_mode, num_envs, seed, robot_uid, randomize)
     raise ValueError(f"backend must be physx_cpu, physx_cpu_serial or physx_cuda, got {backend!r}")

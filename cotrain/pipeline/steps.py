@@ -69,12 +69,14 @@ def demos(run: Run, entry: dict[str, Any]) -> None:
     from cotrain.demos import Attempts, expert_episodes
 
     d = run.cfg.demos
-    for domain, n, seed, dart in (("sim", d.sim, d.sim_seed, d.dart_noise_std), ("real_proxy", d.real, d.real_seed, 0.0)):
+    # the sim demos are training data (randomised around the sim domain); the real-proxy plays the real world
+    for domain, n, seed, dart, randomize in (("sim", d.sim, d.sim_seed, d.dart_noise_std, True),
+                                             ("real_proxy", d.real, d.real_seed, 0.0, False)):
         if n == 0:
             continue
         counts = Attempts()
         episodes = expert_episodes(run.task_cfg, domain, n, seed, workers=d.workers, dart_noise_std=dart,
-                                   keep_failures=d.keep_failures, counts=counts)
+                                   keep_failures=d.keep_failures, counts=counts, randomize=randomize)
         written = demo_store.write(run.dir / "demos", domain, d.format, episodes)
         entry[domain] = written | {"attempts": counts.attempts, "expert_success": round(counts.success_rate, 4),
                                    "path": str(demo_store.path(run.dir / "demos", domain, d.format))}
