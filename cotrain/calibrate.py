@@ -1,5 +1,6 @@
 """Calibrate the twin against the real scene from what a real robot gives, and write a task config with a `twin`
-domain (the `sim` domain with the calibrated camera) plus a greenscreen background and overlay PNGs.
+domain (the `sim` domain with the calibrated camera and the greenscreen background) plus the background and overlay
+PNGs.
 
     python -m cotrain.calibrate task=pick_place background_dir=captures/empty_scene motion=captures/motion.npz \
         dataset=datasets/real/pick_place
@@ -85,13 +86,18 @@ def dynamics_from_dataset(root: str, max_lag: int):
     return latency, estimate_response(actions, states, latency.steps, dt=1.0 / CONTROL_FREQ)
 
 
-def twin_task_dict(task_cfg, camera, randomization) -> dict:
+BACKGROUND_FILE = "background.png"
+"""The greenscreen background, written next to the calibrated task config, which the `twin` domain names."""
+
+
+def twin_task_dict(task_cfg, camera, randomization, background: str = "") -> dict:
     """The task config as a plain mapping with a `twin` domain: `sim` with the calibrated camera offsets (the sim's
-    own when `camera` is None), and the randomisation ranges (half-widths around the twin's values). The fov is shared by all domains of a task config, so the estimated fov is printed,
-    not written."""
+    own when `camera` is None) and the greenscreen `background` (a path relative to the written yaml; "": none), and
+    the randomisation ranges (half-widths around the twin's values). The fov is shared by all domains of a task
+    config, so the estimated fov is printed, not written."""
     cam = task_cfg.camera
     distance = float(np.linalg.norm(np.subtract(cam.target, cam.eye)))
-    twin = task_cfg.domain("sim")
+    twin = dataclasses.replace(task_cfg.domain("sim"), background=background)
     if camera is not None:
         twin = dataclasses.replace(
             twin, camera_eye_offset=tuple(float(x) for x in np.subtract(camera.eye, cam.eye)),
@@ -178,15 +184,15 @@ def calibrate(cfg: CalibrateConfig) -> dict:
               f"gain {response.gain:.3f}; residual (1 - R^2) {response.residual:.4f}; friction and mass: not "
               f"identifiable from demos (randomise them)")
     camera = fit.camera if fit is not None else None
-    twin = twin_task_dict(task_cfg, camera, ranges)
-    before = render_home(task_cfg, "sim")
-    after = render_home(TaskConfig.from_dict(twin, source="calibrated"), "twin")
+    before = render_home(task_cfg, "sim")  # the overlays show the twin's own render, so without the background
+    after = render_home(TaskConfig.from_dict(twin_task_dict(task_cfg, camera, ranges), source="calibrated"), "twin")
     write_overlay(out / "overlay_before.png", background, before)
     write_overlay(out / "overlay_after.png", background, after)
     from PIL import Image
 
-    with atomic_path(out / "background.png") as tmp:
+    with atomic_path(out / BACKGROUND_FILE) as tmp:
         Image.fromarray(background).save(tmp)
+    twin = twin_task_dict(task_cfg, camera, ranges, background=BACKGROUND_FILE)
     with atomic_path(out / f"{task_cfg.task}.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(twin, sort_keys=False))
     return {"camera": fit, "latency": latency, "response": response}

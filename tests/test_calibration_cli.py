@@ -37,7 +37,8 @@ def test_frames_of_the_wrong_size_are_one_error_line(tmp_path):
 
 def test_a_run_on_real_proxy_frames_writes_the_twin_config_and_overlays(tmp_path):
     from cotrain.calibration.motion import calibration_qpos, save_motion
-    from cotrain.calibration.twin_render import capture_background, capture_motion
+    from cotrain.calibration.twin_render import capture_background, capture_motion, render_labelled
+    from cotrain.data.spec import IMAGE_KEY
     from cotrain.envs import load_task_config, make_task_env
 
     env = make_task_env(load_task_config("pick_place"), "real_proxy", obs_mode="rgb")
@@ -54,10 +55,18 @@ def test_a_run_on_real_proxy_frames_writes_the_twin_config_and_overlays(tmp_path
                                                     "pick_place.yaml"]
     data = yaml.safe_load((out / "pick_place.yaml").read_text())
     assert set(data["domains"]) == {"sim", "real_proxy", "twin"}
-    from cotrain.envs.config import TaskConfig
-
-    TaskConfig.from_dict(data).domain("twin")  # the written config loads strictly
     assert data["randomization"]["friction"] == 0.3  # configs/calibrate.yaml's ranges, around the twin
+    assert data["domains"]["twin"]["background"] == "background.png"  # next to the yaml
+    twin = make_task_env(load_task_config(out / "pick_place.yaml"), "twin", obs_mode="rgb")  # loads strictly
+    try:
+        frame = twin.reset(seed=0)[0][IMAGE_KEY][0].numpy()
+        _, seg, _ = render_labelled(twin)
+        scenery = np.isin(seg, [0, *(int(twin.scene.actors[n].per_scene_id[0]) for n in ("table", "ground"))])
+    finally:
+        twin.close()
+    background = np.asarray(Image.open(out / "background.png"))
+    assert scenery.mean() > 0.3
+    np.testing.assert_array_equal(frame[scenery], background[scenery])  # the real scene behind the twin's robot
 
 
 def test_an_unknown_randomization_key_is_one_error_line(tmp_path):

@@ -33,9 +33,14 @@ def median_background(frames: np.ndarray, height: int, width: int) -> np.ndarray
     return np.median(frames, axis=0).round().astype(np.uint8)
 
 
-def composite(render: np.ndarray, keep: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """render where `keep` [.., H, W] (robot / task objects rendered there), else the background [H, W, 3]."""
-    if render.shape[-3:] != background.shape or keep.shape != render.shape[:-1]:
+def composite(render, keep, background):
+    """render where `keep` [.., H, W] (robot / task objects rendered there), else the background [H, W, 3] (uint8;
+    numpy arrays, or torch tensors on one device: what the env composites)."""
+    if tuple(render.shape[-3:]) != tuple(background.shape) or tuple(keep.shape) != tuple(render.shape[:-1]):
         raise CalibrationError(f"composite: render {list(render.shape)}, mask {list(keep.shape)} and background "
                                f"{list(background.shape)} do not match")
-    return np.where(keep[..., None], render, background).astype(np.uint8)
+    if isinstance(render, np.ndarray):
+        return np.where(keep[..., None], render, background).astype(np.uint8)
+    import torch
+
+    return torch.where(keep[..., None], render, background).to(torch.uint8)

@@ -1,6 +1,11 @@
 """What every twin task shares: robot, table, camera, lighting, the domain's action latency and noise, the event
 reward, the instruction, the cotrain observation, a control step without observation (for chunked stepping), and
-the per-episode domain randomisation of training envs.
+the per-episode domain randomisation of training envs, and the domain's greenscreen background.
+
+Greenscreen (a domain with `background`, `cotrain.calibrate` writes one): as ManiSkill's `BaseDigitalTwinEnv`, the
+camera also renders segmentation and the observed frame is the background wherever the segmentation shows neither a
+robot link nor a task object (the table, the floor, nothing), the render elsewhere; then the domain's camera effects.
+One background serves every sub-scene. Domains without one render no segmentation and their frames are unchanged.
 
 Randomisation (`randomize=True`, training domains only; `cotrain.envs.episode_domain`): at every reset each
 sub-scene being reset draws `sample_domain(domain, task_cfg.randomization, <its episode seed>)` and its episode runs
@@ -29,6 +34,7 @@ from mani_skill.utils import common, sapien_utils
 from mani_skill.utils.structs.types import SimConfig
 
 from cotrain.calibration.camera_effects import CameraEffects, apply_camera_effects
+from cotrain.calibration.greenscreen import composite
 from cotrain.calibration.randomization import sample_domain
 from cotrain.data.spec import IMAGE_KEY, STATE_KEY
 from cotrain.envs.config import CameraConfig as TaskCamera
@@ -36,6 +42,7 @@ from cotrain.envs.config import DomainConfig, TaskConfig
 from cotrain.envs.episode_domain import BuiltMasses, check_randomize, domain_bodies, set_friction, set_lights
 from cotrain.envs.robot import CONTROL_MODE, MANISKILL_ROBOT_UID, REST_QPOS, ROBOT_BASE_XYZ, ROBOT_UID, clip_action
 from cotrain.envs.scene import build_table, set_color, set_palette_colors
+from cotrain.errors import ConfigError
 
 CAMERA_NAME = "main"
 RENDER_CAMERA_NAME = "render_camera"
@@ -55,11 +62,37 @@ EVENT_REWARD_SCALE = 5.0
 
 REWARD_MODES = {"event": "sparse", "dense": "normalized_dense"}
 OBS_MODES = {"state": "state_dict", "rgb": "rgb"}
+GREENSCREEN_OBS_MODE = "rgb+segmentation"
+"""ManiSkill's observation mode of an rgb env whose domain has a greenscreen background."""
 
 
 def ee_lag_beta(time_constant: float, dt: float) -> float:
     """β = exp(−dt/τ) of a first-order lag sampled every dt (0 for τ = 0: no lag)."""
     return float(np.exp(-dt / time_constant)) if time_constant > 0 else 0.0
+
+
+def load_background(task_cfg: TaskConfig, domain: str) -> np.ndarray | None:
+    """Domain `domain`'s greenscreen background, uint8 [H, W, 3] at the camera's size; None without one. A missing
+    file, an unreadable one or one of another size is one ConfigError naming the domain, the path and the shape."""
+    path = task_cfg.background_path(domain)
+    if path is None:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    cam = task_cfg.camera
+    expected = [cam.height, cam.width, 3]
+    where = f"{task_cfg.source}: domains.{domain}.background {path}"
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file (expected a PNG of shape {expected}, the camera's size)")
+    try:
+        with Image.open(path) as image:
+            background = np.array(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise ConfigError(f"{where}: not an image ({e})") from None
+    if list(background.shape) != expected:
+        raise ConfigError(f"{where}: shape {list(background.shape)}, expected {expected} (the camera's height, "
+                          f"width, 3)")
+    return background
 
 
 def camera_pose(cam: TaskCamera, dom: DomainConfig):
@@ -70,7 +103,7 @@ def camera_pose(cam: TaskCamera, dom: DomainConfig):
 
 class TwinTaskEnv(BaseEnv):
     SUPPORTED_ROBOTS = [ROBOT_UID, MANISKILL_ROBOT_UID]
-    SUPPORTED_OBS_MODES = ("state_dict", "rgb")
+    SUPPORTED_OBS_MODES = ("state_dict", "rgb", GREENSCREEN_OBS_MODE)
     SUPPORTED_REWARD_MODES = ("sparse", "normalized_dense", "dense", "none")
     DENSE_REWARD_MAX: float
     """Upper bound of `compute_dense_reward`; the normalised dense reward divides by it."""
@@ -98,11 +131,17 @@ class TwinTaskEnv(BaseEnv):
         self.variation_name = variation
         self.variation = task_cfg.variation(variation)
         self.instructions: list[str] = [""] * num_envs
+        self._background = load_background(task_cfg, domain)
+        """The domain's greenscreen background (uint8 [H, W, 3]; a tensor on the render device once used), or None."""
+        self._keep_table: torch.Tensor | None = None
+        """Greenscreen: [num_envs, largest segmentation id + 1], whether an id is a robot link or a task object in
+        that sub-scene (`_after_reconfigure`)."""
         if render_backend == "auto":
             render_backend = ("gpu" if torch.cuda.is_available() else "cpu") if obs_mode == "rgb" else "none"
+        greenscreen = obs_mode == "rgb" and self._background is not None
         super().__init__(
             num_envs=num_envs,
-            obs_mode=OBS_MODES[obs_mode],
+            obs_mode=GREENSCREEN_OBS_MODE if greenscreen else OBS_MODES[obs_mode],
             reward_mode=REWARD_MODES[task_cfg.reward],
             control_mode=CONTROL_MODE,
             robot_uids=robot_uid,
@@ -152,6 +191,23 @@ class TwinTaskEnv(BaseEnv):
 
     def _load_objects(self, options: dict):
         raise NotImplementedError
+
+    def _after_reconfigure(self, options: dict):
+        super()._after_reconfigure(options)
+        if self.obs_mode == GREENSCREEN_OBS_MODE:  # segmentation ids are known once the scene is built
+            self._keep_table = self._greenscreen_keep_table()
+
+    def _greenscreen_keep_table(self) -> torch.Tensor:
+        """Which segmentation ids the greenscreen keeps, per sub-scene: every robot link and every task object (the
+        actors that are not static, the links of the task's articulations); not the table, the floor or id 0."""
+        articulations = self.scene.articulations.values()
+        kept = [link for art in articulations for link in art.get_links()]
+        kept += [actor for actor in self.scene.actors.values() if actor.px_body_type != "static"]
+        ids = torch.stack([body.per_scene_id.to(torch.long).cpu() for body in kept], dim=1)  # [num_envs, K]
+        size = max(self.segmentation_id_map) + 1
+        table = torch.zeros(self.num_envs, size, dtype=torch.bool)
+        table[torch.arange(self.num_envs)[:, None], ids] = True
+        return table
 
     def _initialize_episode(self, env_idx: torch.Tensor, options: dict):
         b = len(env_idx)
@@ -211,9 +267,21 @@ class TwinTaskEnv(BaseEnv):
     def get_obs(self, info: dict | None = None, unflattened: bool = False):
         """The cotrain observation (without the task string; see `instructions`): state [N, 8], image [N, H, W, 3]."""
         obs = {STATE_KEY: self.agent.ee_state()}
-        if self.obs_mode == "rgb":
-            obs[IMAGE_KEY] = self._camera_frames(self._get_obs_sensor_data()[CAMERA_NAME]["rgb"])
+        if self.obs_mode_struct.visual.rgb:
+            camera = self._get_obs_sensor_data()[CAMERA_NAME]
+            rgb = camera["rgb"] if self._keep_table is None else self._greenscreen(camera["rgb"], camera["segmentation"])
+            obs[IMAGE_KEY] = self._camera_frames(rgb)
         return obs
+
+    def _greenscreen(self, rgb: torch.Tensor, segmentation: torch.Tensor) -> torch.Tensor:
+        """The render [N, H, W, 3] where the segmentation [N, H, W, 1] shows a robot link or a task object, the
+        domain's background elsewhere."""
+        if not isinstance(self._background, torch.Tensor) or self._background.device != rgb.device:
+            self._background = torch.as_tensor(self._background, device=rgb.device)
+            self._keep_table = self._keep_table.to(rgb.device)
+        rows = torch.arange(len(rgb), device=rgb.device)[:, None, None]
+        keep = self._keep_table[rows, segmentation[..., 0].to(torch.long)]
+        return composite(rgb, keep, self._background)
 
     def _camera_frames(self, rgb: torch.Tensor) -> torch.Tensor:
         """The domain's camera effects on the rendered frames [N, H, W, 3], noise seeded by episode seed and step."""

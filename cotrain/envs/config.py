@@ -66,6 +66,11 @@ class DomainConfig:
     camera_effects: CameraEffects = CameraEffects()
     """Lens, sensor and image-processing effects on the camera frames (`cotrain.calibration.camera_effects`);
     the real-proxy's simulated real camera. Default: none."""
+    background: str = ""
+    """Greenscreen: a PNG of the empty scene at the camera's size (`cotrain.calibrate` writes one), relative to the
+    task config file's folder (`TaskConfig.background_path`) or absolute. The env shows it wherever its camera's
+    segmentation shows neither the robot nor a task object (`TwinTaskEnv`). "": none (the rendered table and
+    floor)."""
 
     def __post_init__(self) -> None:
         if self.action_latency_steps < 0:
@@ -188,6 +193,15 @@ class TaskConfig:
         if name not in self.domains:
             raise ConfigError(f"{self.source}: unknown domain {name!r} (known: {', '.join(self.domains)})")
         return self.domains[name]
+
+    def background_path(self, name: str) -> Path | None:
+        """Domain `name`'s greenscreen background as a path (a relative one is taken from the folder of the file this
+        config was read from, `source`; the working directory for a config not read from a file); None without."""
+        background = self.domain(name).background
+        if not background:
+            return None
+        path = Path(background)
+        return path if path.is_absolute() else Path(self.source).parent / path
 
     def variation(self, name: str) -> Variation:
         if name not in self.variations:
