@@ -42,7 +42,7 @@ from cotrain.rl.rollout import RolloutStats
 from cotrain.runtime import atomic_path
 
 log = logging.getLogger("cotrain.stage2")
-EVAL_DOMAINS = ("sim", "real_proxy")
+REAL_PROXY = "real_proxy"
 EnvBackend = Literal["physx_cpu", "physx_cpu_serial", "physx_cuda"]
 """Values of `backend` (`cotrain.envs.make_env`'s)."""
 
@@ -64,8 +64,11 @@ class Stage2Config:
     leaves those frames out of the anchor; the default anchors on the human's frames (HG-DAgger)."""
     rl: RLConfig = field(default_factory=RLConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    domain: str = "sim"
+    """Twin domain of the training rollouts (a domain of `task`): `sim`, or the calibrated `twin` that
+    `python -m cotrain.calibrate` writes; never the real-proxy. Evaluation runs in this domain and the real-proxy."""
     envs: int = 16
-    """Env worker processes per rank (training rollouts in the sim domain)."""
+    """Env worker processes per rank (training rollouts in `domain`)."""
     backend: str = "physx_cpu"  # EnvBackend (checked in __post_init__)
     """physx_cpu (one process per env), physx_cpu_serial (in-process, tests), physx_cuda (unverified)."""
     iterations: int = 100
@@ -95,6 +98,16 @@ class Stage2Config:
             raise ValueError(f"stage2: time_budget_s must be >= 0 or null, got {self.time_budget_s}")
         check_choice(self.backend, EnvBackend, "stage2.backend")
         self._task_config = parse_task(self.task) if self.task else None
+        if self.domain == REAL_PROXY:
+            raise ValueError(f"stage2: domain={REAL_PROXY} trains in the real world's stand-in; train in a twin domain")
+        if self._task_config is not None and self.domain not in self._task_config.domains:
+            raise ValueError(f"stage2: domain={self.domain!r} is not a domain of task {self._task_config.task!r} "
+                             f"(known: {sorted(self._task_config.domains)})")
+
+    @property
+    def eval_domains(self) -> tuple[str, str]:
+        """The training domain and the real-proxy."""
+        return self.domain, REAL_PROXY
 
     @property
     def task_config(self):
@@ -178,9 +191,9 @@ def build(cfg: Stage2Config, real_dataset: torch.utils.data.Dataset | None) -> P
     if real_dataset is not None:
         real = RealBatchStream(real_dataset, cfg.rl.real_batch_size, seed=cfg.seed * 1000 + info.rank, weights=weights)
 
-    # each rank owns its workers; rollouts in sim, each episode in a domain drawn from the task's randomization
+    # each rank owns its workers; rollouts in the twin domain, each episode in a domain drawn from the task's randomization
     # (rl.overlap_update: rollout k+1 during update k)
-    env = make_env(task_cfg, "sim", "rgb", num_envs=cfg.envs, seed=cfg.seed * 1000 + info.rank, backend=cfg.backend,
+    env = make_env(task_cfg, cfg.domain, "rgb", num_envs=cfg.envs, seed=cfg.seed * 1000 + info.rank, backend=cfg.backend,
                    randomize=True)
     rollouts = RolloutPipeline(env, policy, cfg.rl, rank=info.rank)
     trainer = PPOTrainer(policy, cfg.rl, real, info)
@@ -205,7 +218,7 @@ class Evaluator:
         with gathered(policy):  # every rank (fsdp2: one all-gather); rank 0 then samples without collectives
             if self.info.is_main and cfg.eval_episodes > 0:
                 policy.eval()
-                for d in EVAL_DOMAINS:
+                for d in cfg.eval_domains:
                     if d not in self.envs:
                         self.envs[d] = make_env(self.task_cfg, d, "rgb", num_envs=min(cfg.envs, cfg.eval_episodes),
                                                 seed=10_000, backend=cfg.backend, randomize=False)
@@ -270,7 +283,7 @@ def open_metrics(cfg: Stage2Config, parts: Parts) -> tuple[MetricsLogger | None,
 def close(parts: Parts, evaluate: Evaluator, metrics: MetricsLogger | None) -> None:
     """The run's curves (rank 0), then every env and worker closed."""
     if metrics is not None:
-        metrics.plot(["eval/sim_success", "eval/real_proxy_success"], x_key="env_steps", name="success",
+        metrics.plot([f"eval/{d}_success" for d in evaluate.cfg.eval_domains], x_key="env_steps", name="success",
                      ylabel="success rate (real_proxy = simulated stand-in for real)")
         metrics.plot(["train/pg_loss", "train/v_loss", "train/sft_loss"], name="losses", ylabel="loss")
         metrics.close()

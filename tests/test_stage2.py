@@ -98,3 +98,20 @@ def test_stage2_runs_and_resumes_exactly(setup, tmp_path):
 def test_beta_without_real_data_is_refused(setup, tmp_path):
     with pytest.raises(ValueError, match=r"rl.beta=0.2 > 0 needs real="):
         train(config(setup, tmp_path, real=[]))
+
+
+def test_the_training_domain_must_be_a_twin_domain_of_the_task(setup, tmp_path):
+    with pytest.raises(ValueError, match=r"domain=real_proxy trains in the real world's stand-in"):
+        config(setup, tmp_path, domain="real_proxy")
+    with pytest.raises(ValueError, match=r"domain='twin' is not a domain of task 'pick_place' \(known: \['real_proxy', 'sim'\]\)"):
+        config(setup, tmp_path, domain="twin")
+    assert config(setup, tmp_path).eval_domains == ("sim", "real_proxy")
+
+
+def test_stage2_trains_and_evaluates_in_a_calibrated_twin_domain(setup, tmp_path):
+    """A task config with a `twin` domain (what cotrain.calibrate writes): rollouts and evaluation use it."""
+    task = dict(config(setup, tmp_path / "run").task)
+    task["domains"] = {**task["domains"], "twin": task["domains"]["sim"]}
+    train(config(setup, tmp_path / "run", domain="twin", iterations=1, eval_every=1, task=task))
+    evals = [r for r in rows(tmp_path / "run").values() if r.get("eval/real_proxy_success")]
+    assert evals and all(r.get("eval/twin_success") not in (None, "") and "eval/sim_success" not in r for r in evals)

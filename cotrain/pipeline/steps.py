@@ -130,7 +130,7 @@ def stage2(run: Run, entry: dict[str, Any]) -> None:
     rows = metrics_rows(out)
     perf = [r for r in rows if "perf/loop_sps" in r]
     mean = lambda key: round(sum(r[key] for r in perf) / len(perf), 1) if perf else None  # noqa: E731
-    evals = [r for r in rows if "eval/sim_success" in r]
+    evals = [r for r in rows if "eval/real_proxy_success" in r]
     entry |= {"checkpoint": str(ckpt), "iterations_done": checkpoints.step_of(ckpt), "iterations": s2.iterations,
               "env_steps": rows[-1].get("env_steps") if rows else 0.0, "loop_sps": mean("perf/loop_sps"),
               "env_sps": mean("perf/env_sps"), "rollout_success_last": perf[-1]["rollout/success"] if perf else None,
