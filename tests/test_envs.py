@@ -155,24 +155,23 @@ def test_real_proxy_differs_in_physics(state_env):
     sim.reset(seed=0)
     proxy.reset(seed=0)
     mass = {name: env.objects[0]._bodies[0].mass for name, env in (("sim", sim), ("proxy", proxy))}
-    assert mass["proxy"] == pytest.approx(1.6 * mass["sim"])  # mass_scale 1.6
+    assert mass["proxy"] == pytest.approx(1.6 * 1.08**3 * mass["sim"])  # mass_scale 1.6, sizes × 1.08
     friction = {name: env.objects[0]._bodies[0].collision_shapes[0].physical_material.static_friction
                 for name, env in (("sim", sim), ("proxy", proxy))}
     assert friction == pytest.approx({"sim": 1.0, "proxy": 0.7})
 
 
-def test_real_proxy_executes_actions_one_step_late(state_env):
-    """Latency 1: the first command is executed at the second step (the first executes 'hold')."""
+def test_real_proxy_executes_actions_late(state_env):
+    """Latency 1 with jitter 1: a command executes 1 or 2 steps after it is sent (nothing moves at the first step,
+    the arm has moved by the third); the sim executes it at once."""
     move = np.array([0.05, 0, 0, 0, 0, 0, 1], dtype=np.float32)
     dx = {}
     for domain in DOMAINS:
         env = state_env("push_cube", domain)
         obs0, _ = env.reset(seed=3)
-        obs1, *_ = env.step(move)
-        obs2, *_ = env.step(np.zeros(7, dtype=np.float32) + [0, 0, 0, 0, 0, 0, 1])
-        dx[domain] = (float(obs1[STATE_KEY][0, 0] - obs0[STATE_KEY][0, 0]),
-                      float(obs2[STATE_KEY][0, 0] - obs1[STATE_KEY][0, 0]))
-    assert dx["sim"][0] > 0.02 and abs(dx["sim"][1]) < 0.015
+        xs = [float(env.step(move)[0][STATE_KEY][0, 0] - obs0[STATE_KEY][0, 0]) for _ in range(3)]
+        dx[domain] = (xs[0], xs[2] - xs[0])
+    assert dx["sim"][0] > 0.02
     assert abs(dx["real_proxy"][0]) < 0.01 and dx["real_proxy"][1] > 0.02
 
 

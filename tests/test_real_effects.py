@@ -147,3 +147,141 @@ def test_the_real_proxy_lags_and_the_sim_does_not():
         import dataclasses
 
         dataclasses.replace(load_task_config("pick_place").domain("sim"), ee_lag_time_constant=-0.1)
+
+
+# ----------------------------------------------------------------------------- latency jitter
+class ScriptedJitter:
+    """Stands in for the episode RNG: `randint` returns the scripted jitter of each command in turn."""
+
+    def __init__(self, extras):
+        self.extras = list(extras)
+
+    def randint(self, low, high):
+        extra = self.extras.pop(0)
+        assert low <= extra < high
+        return np.array([extra])
+
+
+def executed_commands(monkeypatch, domain_changes: dict, commands, extras=None, seed=0):
+    """Run `commands` (float32[7] each) on pick_place's sim domain with `domain_changes`; the executed actions."""
+    import dataclasses
+
+    from mani_skill.envs.sapien_env import BaseEnv
+
+    from cotrain.envs import make_task_env
+
+    cfg = load_task_config("pick_place")
+    domain = dataclasses.replace(cfg.domain("sim"), **domain_changes)
+    env = make_task_env(dataclasses.replace(cfg, domains={**cfg.domains, "test": domain}), "test", obs_mode="state")
+    executed = []
+    original = BaseEnv._step_action
+    monkeypatch.setattr(BaseEnv, "_step_action",
+                        lambda self, a: executed.append(a[0].clone().numpy()) or original(self, a))
+    env.reset(seed=seed)
+    if extras is not None:
+        env.unwrapped._batched_episode_rng = ScriptedJitter(extras)
+    for c in commands:
+        env.step(c)
+    env.close()
+    return np.stack(executed)
+
+
+def command(i: int, gripper: float) -> np.ndarray:
+    """Command i: Δx = i + 1 mm (names the command in the executed sequence)."""
+    return np.array([0.001 * (i + 1), 0, 0, 0, 0, 0, gripper], np.float32)
+
+
+def test_jitter_executes_the_newest_arrival_in_order_and_holds_otherwise(monkeypatch):
+    """Latency 0, jitter up to 3; commands c0..c6 sent at steps 0..6 draw delays 1, 3, 1, 3, 0, 0, 1.
+    Arrivals (in order: never before the previous command): c0 1, c1 4, c2 max(3, 4) = 4, c3 6, c4 max(4, 6) = 6,
+    c5 max(5, 6) = 6, c6 7. Steps 0..6 execute: hold (gripper open), c0, hold, hold, c2 (c1 superseded), hold,
+    c5 (c3 and c4 superseded); a hold keeps the last executed gripper command."""
+    grippers = [-1.0, 1.0, -1.0, 1.0, 1.0, 1.0, -1.0]
+    commands = [command(i, g) for i, g in enumerate(grippers)]
+    executed = executed_commands(monkeypatch, dict(action_latency_jitter_steps=3), commands,
+                                 extras=[1, 3, 1, 3, 0, 0, 1])
+    assert np.round(executed[:, 0] * 1000).astype(int).tolist() == [0, 1, 0, 0, 3, 0, 6]
+    assert executed[:, 6].tolist() == [1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0]
+    assert np.all(executed[:, 1:6] == 0)
+
+
+def test_jitter_on_top_of_latency(monkeypatch):
+    """Latency 1, jitter 1: delays 1 + (0, 1, 1, 0) -> arrivals 1, 3, 4, max(4, 4) = 4; steps 0..4 execute
+    hold, c0, hold, c1, c3 (c2 superseded)."""
+    commands = [command(i, -1.0) for i in range(5)]
+    executed = executed_commands(monkeypatch, dict(action_latency_steps=1, action_latency_jitter_steps=1), commands,
+                                 extras=[0, 1, 1, 0, 1])
+    assert np.round(executed[:, 0] * 1000).astype(int).tolist() == [0, 1, 0, 2, 4]
+
+
+def test_without_jitter_a_fixed_delay_and_no_draws(monkeypatch):
+    """Jitter 0 (every shipped sim domain): latency 2 executes hold, hold, c0, c1, c2 (the twin's fixed delay), and
+    the episode RNG is never drawn from (`ScriptedJitter` with no values would fail if it were)."""
+    commands = [command(i, -1.0) for i in range(5)]
+    executed = executed_commands(monkeypatch, dict(action_latency_steps=2), commands, extras=[])
+    assert np.round(executed[:, 0] * 1000).astype(int).tolist() == [0, 0, 1, 2, 3]
+    assert executed[:, 6].tolist() == [1.0, 1.0, -1.0, -1.0, -1.0]
+
+
+def test_jitter_draws_are_reproducible_per_seed_and_stay_in_range(monkeypatch):
+    """Latency 1, jitter 1 from the episode RNG: the same seed gives the same executed sequence, another seed another
+    one; every executed command was sent 1 or 2 steps before, and the commands run in the order sent."""
+    commands = [command(i, -1.0) for i in range(30)]
+    changes = dict(action_latency_steps=1, action_latency_jitter_steps=1)
+    runs = [executed_commands(monkeypatch, changes, commands, seed=s) for s in (3, 3, 4)]
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
+    for executed in runs:
+        sent = np.round(executed[:, 0] * 1000).astype(int) - 1  # index of the executed command, -1: hold
+        steps = np.flatnonzero(sent >= 0)
+        assert set((steps - sent[steps]).tolist()) <= {1, 2}
+        assert np.all(np.diff(sent[steps]) > 0)
+        assert 0 < (sent < 0).sum() < len(sent) // 2  # some steps hold, most execute
+
+
+def test_the_real_proxy_jitters_and_the_sim_does_not():
+    for task in ("pick_place", "push_cube", "open_drawer", "close_drawer"):
+        cfg = load_task_config(task)
+        assert cfg.domain("sim").action_latency_jitter_steps == 0
+        assert cfg.domain("real_proxy").action_latency_jitter_steps == 1
+    import dataclasses
+
+    with pytest.raises(ConfigError, match="action_latency_jitter_steps"):
+        dataclasses.replace(load_task_config("pick_place").domain("sim"), action_latency_jitter_steps=-1)
+
+
+# ----------------------------------------------------------------------------- geometry differences
+def collision_half_sizes(actor) -> list[np.ndarray]:
+    import sapien
+
+    body = actor._objs[0].find_component_by_type(sapien.physx.PhysxRigidBaseComponent)
+    return [np.asarray(s.half_size) for s in body.collision_shapes if isinstance(s, sapien.physx.PhysxCollisionShapeBox)]
+
+
+def test_the_real_proxy_builds_larger_objects_and_higher_tray_walls():
+    from cotrain.envs import make_task_env
+    from cotrain.envs.pick_place import SHAPES, TRAY_HEIGHT
+    from cotrain.envs.push_cube import CUBE_HALF
+
+    cfg = load_task_config("pick_place")
+    for domain, scale, walls in (("sim", 1.0, 1.0), ("real_proxy", 1.08, 1.15)):
+        env = make_task_env(cfg, domain, obs_mode="state").unwrapped
+        assert cfg.domain(domain).object_size_scale == scale and cfg.domain(domain).tray_wall_scale == walls
+        cube = env.objects[env.shape_names.index("cube")]
+        assert np.allclose(collision_half_sizes(cube)[0], np.multiply(SHAPES["cube"].size, scale))
+        assert env.shapes["cylinder"].size == pytest.approx(tuple(s * scale for s in SHAPES["cylinder"].size))
+        wall_heights = [2 * h[2] for h in collision_half_sizes(env.tray)]
+        assert max(wall_heights) == pytest.approx(TRAY_HEIGHT * walls)
+        env.reset(seed=0)
+        assert float(env.obj.pose.p[0, 2]) == pytest.approx(env.shape[0].half_height, abs=3e-3)  # resting
+        env.close()
+    cfg = load_task_config("push_cube")
+    for domain, scale in (("sim", 1.0), ("real_proxy", 1.05)):
+        env = make_task_env(cfg, domain, obs_mode="state").unwrapped
+        assert env.cube_half == pytest.approx(CUBE_HALF * scale)
+        assert np.allclose(collision_half_sizes(env.cubes[0])[0], CUBE_HALF * scale)
+        env.close()
+    import dataclasses
+
+    for name in ("object_size_scale", "tray_wall_scale"):
+        with pytest.raises(ConfigError, match=name):
+            dataclasses.replace(load_task_config("pick_place").domain("sim"), **{name: 0.0})

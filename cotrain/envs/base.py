@@ -1,6 +1,6 @@
-"""What every twin task shares: robot, table, camera, lighting, the domain's action latency and noise, the event
-reward, the instruction, the cotrain observation, a control step without observation (for chunked stepping), and
-the per-episode domain randomisation of training envs, and the domain's greenscreen background.
+"""What every twin task shares: robot, table, camera, lighting, the domain's action latency (with its jitter) and
+noise, the event reward, the instruction, the cotrain observation, a control step without observation (for chunked
+stepping), and the per-episode domain randomisation of training envs, and the domain's greenscreen background.
 
 Greenscreen (a domain with `background`, `cotrain.calibrate` writes one): as ManiSkill's `BaseDigitalTwinEnv`, the
 camera also renders segmentation and the observed frame is the background wherever the segmentation shows neither a
@@ -11,7 +11,7 @@ Randomisation (`randomize=True`, training domains only; `cotrain.envs.episode_do
 sub-scene being reset draws `sample_domain(domain, task_cfg.randomization, <its episode seed>)` and its episode runs
 in that domain (`episode_domains[i]`): table and palette colours, light, the camera's pose, the friction of the
 table and the task's bodies, the mass of the task's dynamic bodies, and the action latency (per sub-scene; the
-pending-action buffer holds the widest range). The scene is changed in place, never reconfigured; ManiSkill's
+commands in flight have slots for the widest range). The scene is changed in place, never reconfigured; ManiSkill's
 episode RNG is not drawn from, so a seed gives the same initial state with or without randomisation, and ranges of
 zero width (every shipped task config) leave the env exactly as with randomize=False. The real-proxy is never
 randomised (a ConfigError); evaluation builds its envs with randomize=False.
@@ -50,8 +50,9 @@ SIM_FREQ = 100
 CONTROL_FREQ = 10
 ROBOT_INIT_QPOS_NOISE = 0.02
 """Std (rad) of the noise on the arm joints at reset."""
-HOLD_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
-"""What the latency buffer executes before the first command arrives: stay, gripper open."""
+HOLD_GRIPPER = 1.0
+"""The gripper command held before the first command arrives: open. A step with no command arriving holds zero
+Δpose and the last executed gripper command."""
 
 # Event reward (RLinf): grasp +1 (first time per episode), success +5 (each time it is reached),
 # lost success -2 (each time it is lost), all divided by EVENT_REWARD_SCALE.
@@ -176,10 +177,16 @@ class TwinTaskEnv(BaseEnv):
         self.episode_domains: list[DomainConfig] = [self.domain] * n
         """The domain each sub-scene's episode runs in (and its scene shows): `domain` unless randomised."""
         self._latency = torch.full((n,), self.domain.action_latency_steps, dtype=torch.long, device=self.device)
-        capacity = self.domain.action_latency_steps + (self.task_cfg.randomization.latency_steps
-                                                       if self._randomizing else 0)
-        self._pending_actions = torch.tensor(HOLD_ACTION, device=self.device).repeat(capacity, n, 1)
-        """Commands not yet executed, oldest first: as many as the largest latency an episode can draw."""
+        longest = (self.domain.action_latency_steps + self.domain.action_latency_jitter_steps
+                   + (self.task_cfg.randomization.latency_steps if self._randomizing else 0))
+        self._arriving = torch.zeros(longest + 1, n, 7, device=self.device)
+        """Slot k: the newest command that arrives k control steps from now (valid where `_has_arriving`); as many
+        slots as the longest delay an episode can draw, plus now."""
+        self._has_arriving = torch.zeros(longest + 1, n, dtype=torch.bool, device=self.device)
+        self._last_arrival = torch.full((n,), -1, dtype=torch.long, device=self.device)
+        """Steps from now until the last command sent arrives (negative: it has arrived)."""
+        self._last_gripper = torch.full((n,), HOLD_GRIPPER, device=self.device)
+        """The gripper command a step without a new arrival holds."""
         self._env_rows = torch.arange(n, device=self.device)
         self._lagged_delta = torch.zeros(n, 6, device=self.device)
         self._ever_milestone = torch.zeros(n, dtype=torch.bool, device=self.device)
@@ -215,7 +222,9 @@ class TwinTaskEnv(BaseEnv):
         qpos[:, :7] += torch.randn(b, 7, device=self.device) * ROBOT_INIT_QPOS_NOISE
         self.agent.reset(qpos)
         self.agent.robot.set_pose(sapien.Pose(p=list(ROBOT_BASE_XYZ)))
-        self._pending_actions[:, env_idx] = torch.tensor(HOLD_ACTION, device=self.device)
+        self._has_arriving[:, env_idx] = False
+        self._last_arrival[env_idx] = -1
+        self._last_gripper[env_idx] = HOLD_GRIPPER
         self._lagged_delta[env_idx] = 0.0
         self._ever_milestone[env_idx] = False
         self._was_success[env_idx] = False
@@ -295,24 +304,42 @@ class TwinTaskEnv(BaseEnv):
 
     # ----------------------------------------------------------------- acting
     def _step_action(self, action):
-        """Clip, add the domain's action noise, delay by the episode's latency and lag by the domain's end-effector
-        response, then run one control step."""
+        """Clip, add the domain's action noise, delay by the episode's latency and the domain's jitter (`_deliver`)
+        and lag by the domain's end-effector response, then run one control step."""
         if action is None:
             return super()._step_action(None)
         a = clip_action(common.to_tensor(action, device=self.device).float().reshape(self.num_envs, -1))
         if self.domain.action_noise_std > 0:
             noise = self._batched_episode_rng.normal(0.0, self.domain.action_noise_std, size=6)
             a[:, :6] += torch.as_tensor(noise, dtype=a.dtype, device=self.device).reshape(self.num_envs, 6)
-        capacity = len(self._pending_actions)
-        if capacity > 0:  # each sub-env executes its command of `latency` steps ago ("hold" before the first)
-            queued = torch.cat([self._pending_actions, a[None]], dim=0)
-            a, self._pending_actions = queued[capacity - self._latency, self._env_rows], queued[1:]
+        a = self._deliver(a)
         if self.domain.ee_lag_time_constant > 0:
             beta = ee_lag_beta(self.domain.ee_lag_time_constant, 1.0 / CONTROL_FREQ)
             a = a.clone()
             a[:, :6] = beta * self._lagged_delta + (1.0 - beta) * a[:, :6]  # first-order lag on the target
             self._lagged_delta = a[:, :6].clone()
         return super()._step_action(a)
+
+    def _deliver(self, a: torch.Tensor) -> torch.Tensor:
+        """Send command `a` [N, 7] over the delayed link and return what executes this step: the newest command that
+        arrives now, else a hold (`DomainConfig.action_latency_jitter_steps` gives the semantics)."""
+        delay = self._latency
+        jitter = self.domain.action_latency_jitter_steps
+        if jitter > 0:  # drawn only with jitter: without it the episode RNG's stream is the one it always was
+            extra = self._batched_episode_rng.randint(0, jitter + 1)
+            delay = delay + torch.as_tensor(extra, dtype=torch.long, device=self.device)
+        arrival = torch.maximum(delay, self._last_arrival)  # in order: never before the command sent before it
+        self._arriving[arrival, self._env_rows] = a  # a newer command arriving in the same step replaces an older
+        self._has_arriving[arrival, self._env_rows] = True
+        hold = torch.zeros_like(a)
+        hold[:, 6] = self._last_gripper
+        executed = torch.where(self._has_arriving[0, :, None], self._arriving[0], hold)
+        self._last_gripper = executed[:, 6].clone()
+        self._last_arrival = arrival - 1
+        self._arriving = self._arriving.roll(-1, dims=0)
+        self._has_arriving = self._has_arriving.roll(-1, dims=0)
+        self._has_arriving[-1] = False
+        return executed
 
     def step(self, action):
         obs, reward, _, _, info = super().step(action)

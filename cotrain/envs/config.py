@@ -3,8 +3,8 @@
 A task config names the task, its episode settings, the third-person camera, the *variations* (the training
 distribution and held-out ones: unseen shapes/colours, unseen initial-state ranges) and the *domains*: `sim` and
 `real_proxy`, the stand-in for the real world (other colours/textures and lighting, a camera pose offset, other
-friction and mass, one step of action latency and action noise). Any unknown key, task, domain or variation is one
-`ConfigError` naming the file and the key.
+friction and mass, slightly larger objects, one step of action latency with jitter, and action noise). Any unknown
+key, task, domain or variation is one `ConfigError` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -66,6 +66,21 @@ class DomainConfig:
     camera_effects: CameraEffects = CameraEffects()
     """Lens, sensor and image-processing effects on the camera frames (`cotrain.calibration.camera_effects`);
     the real-proxy's simulated real camera. Default: none."""
+    action_latency_jitter_steps: int = 0
+    """Network and driver jitter: each command's delay is `action_latency_steps` plus an integer uniform in
+    [0, jitter], drawn per command from the episode's RNG (reproducible per seed). Commands arrive in the order they
+    were sent (a late one holds back those behind it, as on one in-order connection: arrival = max(send + delay,
+    arrival of the previous command)). Each control step executes the newest command that has arrived since the
+    last step; older ones that arrived with it are dropped (the driver replaces its setpoint, it does not replay a
+    backlog). A step with no new arrival holds: zero Δpose, the last executed gripper command (open before the first
+    command). E.g. latency 0, delays 1, 3, 1 for commands c0, c1, c2 sent at steps 0, 1, 2: c0 arrives at 1, c1 at 4,
+    c2 at max(3, 4) = 4; steps 0..4 execute hold, c0, hold, hold, c2 (c1 dropped). 0: a fixed delay (bit for bit
+    the twin's behaviour without the field)."""
+    object_size_scale: float = 1.0
+    """Multiplies the half-sizes (collision and visual) of the task's small objects: pick_place's object and
+    push_cube's cubes (the drawer tasks ignore it). The env's `shape` / `cube_half` and the experts follow it."""
+    tray_wall_scale: float = 1.0
+    """Multiplies the height of pick_place's tray walls (other tasks ignore it); its floor is unchanged."""
     background: str = ""
     """Greenscreen: a PNG of the empty scene at the camera's size (`cotrain.calibrate` writes one), relative to the
     task config file's folder (`TaskConfig.background_path`) or absolute. The env shows it wherever its camera's
@@ -75,9 +90,11 @@ class DomainConfig:
     def __post_init__(self) -> None:
         if self.action_latency_steps < 0:
             raise ConfigError(f"action_latency_steps must be >= 0, got {self.action_latency_steps}")
+        if self.action_latency_jitter_steps < 0:
+            raise ConfigError(f"action_latency_jitter_steps must be >= 0, got {self.action_latency_jitter_steps}")
         if self.ee_lag_time_constant < 0:
             raise ConfigError(f"ee_lag_time_constant must be >= 0, got {self.ee_lag_time_constant}")
-        for name in ("friction", "mass_scale"):
+        for name in ("friction", "mass_scale", "object_size_scale", "tray_wall_scale"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 

@@ -19,8 +19,8 @@ from cotrain.data.spec import IMAGE_KEY, STATE_KEY
 from cotrain.envs.base import TwinTaskEnv
 from cotrain.envs.config import DomainConfig
 from cotrain.envs.drawer import HANDLE_HALF, TRAVEL, DrawerEnv
-from cotrain.envs.pick_place import TRAY_HEIGHT, TRAY_WALL, PickPlaceEnv
-from cotrain.envs.push_cube import CUBE_HALF, GOAL_X, PushCubeEnv
+from cotrain.envs.pick_place import TRAY_WALL, PickPlaceEnv
+from cotrain.envs.push_cube import GOAL_X, PushCubeEnv
 
 POS_GAIN = 1.0
 ROT_GAIN = 1.0
@@ -100,19 +100,20 @@ def plan_pick_place(env: PickPlaceEnv) -> list[Waypoint]:
         Waypoint(above_object(grasp_z), yaw, CLOSED, tol=0.02, settle=3),
         Waypoint(fixed(_np(pose.p) * [1, 1, 0] + [0, 0, 0.14]), yaw, CLOSED, tol=0.03),
         Waypoint(fixed(tray + [0, 0, 0.14]), yaw, CLOSED, tol=0.02),
-        Waypoint(fixed(tray + [0, 0, max(release_z, TRAY_HEIGHT + 0.02)]), yaw, CLOSED, tol=0.01),
-        Waypoint(fixed(tray + [0, 0, max(release_z, TRAY_HEIGHT + 0.02)]), yaw, OPEN, tol=0.02, settle=2),
+        Waypoint(fixed(tray + [0, 0, max(release_z, env.tray_height + 0.02)]), yaw, CLOSED, tol=0.01),
+        Waypoint(fixed(tray + [0, 0, max(release_z, env.tray_height + 0.02)]), yaw, OPEN, tol=0.02, settle=2),
         Waypoint(fixed(tray + [0, 0, 0.18]), yaw, OPEN, tol=0.02),
     ]
 
 
 def plan_push_cube(env: PushCubeEnv) -> list[Waypoint]:
-    yaw, z = tcp_yaw(env), CUBE_HALF + 0.005
-    start = _np(env.target_pos()) + [-(CUBE_HALF + 0.045), 0, 0]
+    half = env.cube_half
+    yaw, z = tcp_yaw(env), half + 0.005
+    start = _np(env.target_pos()) + [-(half + 0.045), 0, 0]
     return [
         Waypoint(fixed(start * [1, 1, 0] + [0, 0, 0.08]), yaw, CLOSED, tol=0.015),
         Waypoint(fixed(start * [1, 1, 0] + [0, 0, z]), yaw, CLOSED, tol=0.008),
-        Waypoint(push_through(GOAL_X - CUBE_HALF - 0.012, z), yaw, CLOSED, tol=0.004, timeout=60, speed=0.025),
+        Waypoint(push_through(GOAL_X - half - 0.012, z), yaw, CLOSED, tol=0.004, timeout=60, speed=0.025),
         Waypoint(fixed(np.array([GOAL_X - 0.12, start[1], 0.1])), yaw, CLOSED, tol=0.02),
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -36,6 +37,10 @@ class Shape:
     def half_height(self) -> float:
         return self.size[2] if self.kind == "box" else self.size[1] if self.kind == "cylinder" else self.size[0]
 
+    def scaled(self, scale: float) -> "Shape":
+        """The same shape with every size × scale."""
+        return dataclasses.replace(self, size=tuple(s * scale for s in self.size))
+
 
 SHAPES = {
     "cube": Shape("box", (0.02, 0.02, 0.02), "cube", 0.0, math.pi / 2),
@@ -50,6 +55,7 @@ SHAPES = {
 TRAY_INNER_HALF = 0.065
 TRAY_WALL = 0.006
 TRAY_HEIGHT = 0.035
+"""Height of the tray walls before the domain's `tray_wall_scale` (`PickPlaceEnv.tray_height`)."""
 PLACE_MARGIN = 0.01
 """The object's centre must be this far inside the tray walls."""
 PARK_XY = (2.0, 2.0)
@@ -63,6 +69,8 @@ class PickPlaceEnv(TwinTaskEnv):
     tray built from boxes. Instruction: "put the <colour> <shape> in the tray".
 
     **Randomizations:**
+    - the domain's `object_size_scale` and `tray_wall_scale` size the objects and the tray walls (the real-proxy's
+      differ slightly from the twin's)
     - the object's shape and colour are drawn from the variation's lists (one built actor per shape; the others
       are parked off the table)
     - the object's xy is uniform in the variation's region, its yaw uniform in [0, 2π)
@@ -84,11 +92,14 @@ class PickPlaceEnv(TwinTaskEnv):
             raise ConfigError(f"{self.task_cfg.source}: variations.{self.variation_name}.shapes: unknown {unknown} "
                               f"(known: {', '.join(SHAPES)})")
         self.shape_names = list(self.variation.shapes)
-        self.objects = [self._build_shape(name, SHAPES[name], i) for i, name in enumerate(self.shape_names)]
+        self.shapes = {name: SHAPES[name].scaled(self.domain.object_size_scale) for name in self.shape_names}
+        """The shapes as this domain builds them (`object_size_scale`)."""
+        self.tray_height = TRAY_HEIGHT * self.domain.tray_wall_scale
+        self.objects = [self._build_shape(name, self.shapes[name], i) for i, name in enumerate(self.shape_names)]
         builder = self.scene.create_actor_builder()
         if "tray" not in self.domain.palette:
             raise ConfigError(f"{self.task_cfg.source}: domains.{self.domain_name}.palette needs a 'tray' colour")
-        h, w, t = TRAY_INNER_HALF, TRAY_WALL, TRAY_HEIGHT
+        h, w, t = TRAY_INNER_HALF, TRAY_WALL, self.tray_height
         add_box(builder, (h + w, h + w, w / 2), (0, 0, w / 2), "tray", self.domain)
         for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
             half = (w / 2, h + w, t / 2) if sx else (h + w, w / 2, t / 2)
@@ -128,7 +139,7 @@ class PickPlaceEnv(TwinTaskEnv):
             chosen = shape_idx == k
             p = torch.tensor([PARK_XY[0] + 0.3 * k, PARK_XY[1], FLOOR_Z + 0.1]).repeat(b, 1)
             p[chosen, :2] = xy[chosen]
-            p[chosen, 2] = SHAPES[name].half_height + 1e-3
+            p[chosen, 2] = self.shapes[name].half_height + 1e-3
             q = torch.stack([torch.cos(yaw / 2), 0 * yaw, 0 * yaw, torch.sin(yaw / 2)], dim=1)
             actor.set_pose(Pose.create_from_pq(p.to(self.device), q.to(self.device)))
         tray_xy = around(var.container_xy_center, var.container_xy_half_extent, b)
@@ -147,8 +158,8 @@ class PickPlaceEnv(TwinTaskEnv):
 
     @property
     def shape(self) -> list[Shape]:
-        """The shape used in each sub-scene."""
-        return [SHAPES[self.shape_names[i]] for i in self._shape_idx.tolist()]
+        """The shape used in each sub-scene (its size as built)."""
+        return [self.shapes[self.shape_names[i]] for i in self._shape_idx.tolist()]
 
     def evaluate(self):
         is_grasped = self.agent.is_grasping(self.obj)
@@ -168,7 +179,7 @@ class PickPlaceEnv(TwinTaskEnv):
     def compute_dense_reward(self, obs, action: torch.Tensor, info: dict):
         obj_p = self.obj.pose.p
         reach = 1 - torch.tanh(5 * torch.linalg.norm(obj_p - self.tcp_pos, dim=1))
-        above_tray = self.tray.pose.p + torch.tensor([0, 0, TRAY_HEIGHT + 0.05], device=self.device)
+        above_tray = self.tray.pose.p + torch.tensor([0, 0, self.tray_height + 0.05], device=self.device)
         carry = 1 - torch.tanh(5 * torch.linalg.norm(obj_p - above_tray, dim=1))
         reward = reach + info["is_grasped"] + carry * (info["is_grasped"] | info["is_placed"]) + info["is_placed"]
         reward[info["success"]] = self.DENSE_REWARD_MAX

@@ -12,6 +12,7 @@ from cotrain.envs.config import ConfigError, PushCubeVariation
 from cotrain.envs.scene import add_box, set_color
 
 CUBE_HALF = 0.02
+"""Half-size of the cubes before the domain's `object_size_scale` (`PushCubeEnv.cube_half`)."""
 N_CUBES = 3
 GOAL_X = 0.1
 """x of the centre of the target line (a visual-only strip across the table)."""
@@ -28,6 +29,7 @@ class PushCubeEnv(TwinTaskEnv):
     A policy that ignores the instruction succeeds about 1/3 of the time.
 
     **Randomizations:**
+    - the domain's `object_size_scale` sizes the cubes (the real-proxy's are slightly larger than the twin's)
     - three distinct colours are drawn from the variation's colours and shuffled over the three slots; the target
       is one of them, uniformly
     - the row's x is uniform in `row_x_range`; each cube's xy gets ± `jitter`
@@ -46,11 +48,13 @@ class PushCubeEnv(TwinTaskEnv):
         if len(set(self.variation.colors)) < N_CUBES:
             raise ConfigError(f"{self.task_cfg.source}: variations.{self.variation_name}.colors needs at least "
                               f"{N_CUBES} distinct colours")
+        self.cube_half = CUBE_HALF * self.domain.object_size_scale
+        """The cubes' half-size as this domain builds them."""
         self.cubes = []
         for i in range(N_CUBES):
             builder = self.scene.create_actor_builder()
-            add_box(builder, (CUBE_HALF,) * 3, (0, 0, 0), None, self.domain)
-            builder.initial_pose = sapien.Pose(p=[0, 0.1 * i, CUBE_HALF])
+            add_box(builder, (self.cube_half,) * 3, (0, 0, 0), None, self.domain)
+            builder.initial_pose = sapien.Pose(p=[0, 0.1 * i, self.cube_half])
             self.cubes.append(builder.build(name=f"cube_{i}"))
         if "line" not in self.domain.palette:
             raise ConfigError(f"{self.task_cfg.source}: domains.{self.domain_name}.palette needs a 'line' colour")
@@ -68,7 +72,7 @@ class PushCubeEnv(TwinTaskEnv):
         for i, cube in enumerate(self.cubes):
             xy = torch.stack([row_x, torch.full((b,), (i - 1) * var.row_y_spacing)], dim=1)
             xy += (torch.rand(b, 2) * 2 - 1) * var.jitter
-            p = torch.cat([xy, torch.full((b, 1), CUBE_HALF)], dim=1)
+            p = torch.cat([xy, torch.full((b, 1), self.cube_half)], dim=1)
             cube.set_pose(Pose.create_from_pq(p.to(self.device)))
         target = torch.randint(N_CUBES, (b,))
         self._target[env_idx] = target.to(self.device)
@@ -103,7 +107,7 @@ class PushCubeEnv(TwinTaskEnv):
 
     def compute_dense_reward(self, obs, action: torch.Tensor, info: dict):
         cube = self.target_pos()
-        push_point = cube - torch.tensor([CUBE_HALF + 0.01, 0, 0], device=self.device)
+        push_point = cube - torch.tensor([self.cube_half + 0.01, 0, 0], device=self.device)
         reach = 1 - torch.tanh(5 * torch.linalg.norm(push_point - self.tcp_pos, dim=1))
         progress = 1 - torch.tanh(5 * (GOAL_X - cube[:, 0]).abs())
         reward = reach + progress + (info["target_on_line"] & ~info["others_reached"])
