@@ -122,6 +122,7 @@ def deploy(cfg: DeployConfig, extra_nodes=None) -> list[dict]:
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
     from robot_bridge.graph import make_node
+    from robot_bridge.nodes import spin_bounded
 
     specs = specs_for(cfg)
     rclpy.init()
@@ -138,7 +139,7 @@ def deploy(cfg: DeployConfig, extra_nodes=None) -> list[dict]:
         if cfg.episodes == 0:
             executor.spin()
             return []
-        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread = threading.Thread(target=spin_bounded, args=(executor, executor.context), daemon=True)
         thread.start()
         client = rclpy.create_node("deploy")
         executor.add_node(client)

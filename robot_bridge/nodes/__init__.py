@@ -70,3 +70,18 @@ def callbacks_done(executor, timeout: float) -> bool:
         time.sleep(0.01)
         pending = [f for f in pending if not f.done()]
     return not pending
+
+
+def spin_bounded(executor, context, period: float = 0.1) -> None:
+    """Spin `executor` until `context` shuts down, each wait at most `period` s. For an executor that gets nodes
+    while it spins: `add_node` wakes it to rebuild its wait set, and rmw_fastrtps as shipped with Jazzy can lose that
+    wake-up (fixed upstream in ros2/rmw_fastrtps#895), leaving the new node's timers and subscriptions out of the wait
+    until something else wakes it; with nothing else to wake it, forever. The bounded wait takes them in within
+    `period`."""
+    from rclpy.executors import ExternalShutdownException, ShutdownException
+
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=period)
+        except (ExternalShutdownException, ShutdownException):
+            return
