@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from cotrain.config import register_schema
 from cotrain.data import DatasetWriter, FeatureSpec, Provenance
+from cotrain.data.provenance import simulated_in
 
 log = logging.getLogger("cotrain.demos")
 
@@ -129,12 +130,13 @@ def expert_episodes(task_cfg, domain: str, episodes: int, seed: int = 0, *, vari
 
 
 def write_episodes(writer: DatasetWriter, episodes: Iterable, domain: str, progress: tqdm | None = None) -> int:
-    """Append expert episodes to a dataset (provenance: `domain`, expert, the episode's seed); returns their count."""
+    """Append expert episodes simulated in the task config domain `domain` to a dataset (provenance:
+    `simulated_in(domain)`, expert, the episode's seed); returns their count."""
     written = 0
     for ep in episodes:
         for f in ep.frames:
             writer.add_frame(f["image"], f["state"], f["action"], f["task"])
-        writer.save_episode(Provenance(domain, "expert", ep.seed))
+        writer.save_episode(Provenance(simulated_in(domain), "expert", ep.seed))
         written += 1
         if progress is not None:
             progress.update(1)

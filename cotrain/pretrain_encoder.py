@@ -8,11 +8,12 @@
 Why: from 100 demos the Stage I policy learns its 100 scenes, not where things are in a new one (grasp point
 1.7–1.9 cm off on fresh scenes, 0.7–0.8 cm on its own; docs/results.md). Scenes cost one render in the twin,
 so the encoder learns localisation from thousands of them; Stage I then starts from it (sim success on 100 fresh
-seeds 68–71 % → 84 %, 79 % over 200; H100). Only the sim domain is used: a real lab has no poses for its real scenes.
+seeds 68–71 % → 84 %, 79 % over 200; H100). Only a twin domain is rendered (`domain`: sim, or the calibrated `twin` of
+`python -m cotrain.calibrate`): a real lab has no poses for its real scenes.
 
 Trained: the encoder's stages up to its spatial-softmax keypoints and the keypoint module (what
 `ImageEncoder.keypoint_coordinates` runs), through a small MLP read-out from the keypoints' (x, y) to the
-standardised labels. The scenes are training data: each in a domain drawn around the sim domain from the task
+standardised labels. The scenes are training data: each in a domain drawn around `domain` from the task
 config's `randomization` (`make_task_env(randomize=True)`; none with zero ranges), held-out scenes alike.
 Written to `out/`: `image_encoder.safetensors` (the trained tensors under the policy's names,
 `image_encoder.*`; the later stages keep Stage I's initialisation) and `results.json` (rms error per label, in the
@@ -41,7 +42,10 @@ log = logging.getLogger("cotrain.pretrain_encoder")
 @dataclass
 class EncoderPretrainConfig:
     task: dict[str, Any] = field(default_factory=dict)
-    """Task config (configs/task/*.yaml); its sim domain and train variation are rendered."""
+    """Task config (configs/task/*.yaml); its `domain` and train variation are rendered."""
+    domain: str = "sim"
+    """Twin domain the scenes are rendered in (a domain of `task`): `sim`, or the calibrated `twin` that
+    `python -m cotrain.calibrate` writes; never the real-proxy (a real lab has no poses for its real scenes)."""
     policy: dict[str, Any] = field(default_factory=dict)
     """Policy config (configs/policy/*.yaml) whose image encoder is trained: a small VLA with keypoints > 0."""
     scenes: int = 5000
@@ -67,6 +71,9 @@ class EncoderPretrainConfig:
                 raise ValueError(f"pretrain_encoder: {name} must be ≥ 1, got {getattr(self, name)}")
         if self.heldout < 0 or self.workers < 0:
             raise ValueError("pretrain_encoder: heldout and workers must be ≥ 0")
+        if self.domain == "real_proxy":
+            raise ValueError("pretrain_encoder: domain=real_proxy renders the real world's stand-in, whose object "
+                             "poses a real lab does not have; render a twin domain")
 
 
 register_schema("pretrain_encoder_schema", EncoderPretrainConfig)
@@ -86,13 +93,13 @@ def _pool_sample(env, state, seed):
     return image.numpy(), labels.numpy()
 
 
-def render_scenes(task_cfg, seeds: list[int], workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 [n, H, W, 3], float32 [n, L]) for `seeds` in the sim domain, randomised per seed (training data), over
+def render_scenes(task_cfg, seeds: list[int], workers: int, domain: str = "sim") -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 [n, H, W, 3], float32 [n, L]) for `seeds` in `domain`, randomised per seed (training data), over
     `workers` processes (0: here)."""
     if workers == 0:
         from cotrain.envs.make import make_task_env
 
-        env = make_task_env(task_cfg, "sim", obs_mode="rgb", randomize=True)
+        env = make_task_env(task_cfg, domain, obs_mode="rgb", randomize=True)
         try:
             images, labels = zip(*(scene_sample(env, s) for s in seeds))
         finally:
@@ -102,7 +109,7 @@ def render_scenes(task_cfg, seeds: list[int], workers: int) -> tuple[torch.Tenso
 
     from cotrain.envs.pool import EnvPool
 
-    with EnvPool(task_cfg, "sim", workers, randomize=True) as pool:
+    with EnvPool(task_cfg, domain, workers, randomize=True) as pool:
         out = pool.map(_pool_sample, list(seeds))
     return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
 
@@ -177,6 +184,7 @@ def run(cfg: EncoderPretrainConfig) -> dict:
     from cotrain.policies import make_policy, policy_config_from_dict
 
     task_cfg = TaskConfig.from_dict(dict(cfg.task), source=f"configs/task/{cfg.task.get('task')}.yaml")
+    task_cfg.domain(cfg.domain)  # an unknown domain fails here, before any rendering
     policy_cfg = policy_config_from_dict(dict(cfg.policy), where="policy")
     spec = FeatureSpec()
     # normalisation statistics are unused: only the image encoder runs
@@ -191,7 +199,7 @@ def run(cfg: EncoderPretrainConfig) -> dict:
 
     t = time.time()
     heldout = list(range(cfg.heldout_seed, cfg.heldout_seed + cfg.heldout))
-    images, labels = render_scenes(task_cfg, list(range(cfg.scenes)) + heldout, cfg.workers)  # one pool for both
+    images, labels = render_scenes(task_cfg, list(range(cfg.scenes)) + heldout, cfg.workers, cfg.domain)  # one pool
     x_train, x_test = images.split([cfg.scenes, cfg.heldout])
     y_train, y_test = labels.split([cfg.scenes, cfg.heldout])
     log.info("%d + %d scenes rendered in %.0f s", cfg.scenes, cfg.heldout, time.time() - t)

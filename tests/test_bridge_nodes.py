@@ -44,8 +44,9 @@ def test_camera_node_publishes_file_frames_at_spec_size(h, tmp_path):
     w.release()
     got = []
     h.probe.create_subscription(Image, topics.IMAGE, lambda m: got.append(messages.msg_to_image(m)), 10)
-    h.add(CameraNode(context=h.context, parameter_overrides=ros_parameters({"device": str(video), "rate_hz": 30.0})))
-    h.wait_for(lambda: len(got) >= 8, 10, "camera frames (the 5-frame file loops)")
+    cam = h.add(CameraNode(context=h.context, parameter_overrides=ros_parameters({"device": str(video), "rate_hz": 30.0})))
+    h.wait_for(lambda: len(got) >= 8, 10, lambda: f"camera frames (the 5-frame file loops; the node published "
+                                                 f"{cam.published}, failed {cam.failures} reads, {len(got)} arrived)")
     img = got[-1]
     assert img.shape == (128, 128, 3) and img.dtype == np.uint8
     assert img[..., 0].mean() > 150 and img[..., 2].mean() < 50  # published as RGB

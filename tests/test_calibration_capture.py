@@ -4,7 +4,8 @@ frames written all at once, and the recorder's capture service on loopback ROS."
 import numpy as np
 import pytest
 
-from robot_bridge.calibration_capture import calibration_motion, save_frames
+from cotrain.calibration.background_frames import save_frames
+from robot_bridge.calibration_capture import calibration_motion
 
 
 def test_motion_varies_and_returns_to_its_start():

@@ -70,3 +70,51 @@ def test_runner_keys_and_a_changed_config_are_refused(tmp_path):
     assert call(tmp_path, "steps=[demos]", "demos.sim=1", "demos.real=0")
     with pytest.raises(ValueError, match="started with another config"):
         call(tmp_path, "steps=[demos]", "demos.sim=2", "demos.real=0")
+
+
+def write_twin_task(folder) -> str:
+    """pick_place (8-step episodes) with a `twin` domain: `sim` before a solid magenta greenscreen background
+    (relative to the yaml)."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from cotrain.envs.config import task_file_mapping
+
+    data = task_file_mapping("configs/task/pick_place.yaml")
+    data["domains"]["twin"] = {**data["domains"]["sim"], "background": "empty.png"}
+    data["max_episode_steps"] = 8
+    Image.fromarray(np.full((128, 128, 3), (255, 0, 255), np.uint8)).save(folder / "empty.png")
+    (folder / "pick_place.yaml").write_text(yaml.safe_dump(data))
+    return str(folder / "pick_place.yaml")
+
+
+def test_a_calibrated_task_file_trains_in_its_twin_domain(tmp_path):
+    """`task_file=` + `domain=twin`: the sim demos are simulated in the twin (its background behind the scene), the
+    encoder and Stage II get the domain, and the background path, relative in the file, is absolute in the run."""
+    import numpy as np
+
+    (tmp_path / "calib").mkdir()
+    task_file = write_twin_task(tmp_path / "calib")
+    cfg = to_object(compose("experiment", [*TINY, f"out={tmp_path}/run", f"task_file={task_file}", "domain=twin",
+                                           "eval.domains=[twin,real_proxy]"]))
+    assert cfg.task["domains"]["twin"]["background"] == str((tmp_path / "calib" / "empty.png").resolve())
+    assert cfg.task["max_episode_steps"] == 8  # the file's, not the `task` group's
+    assert run(cfg)  # every step, Stage II and the evaluation in the twin
+    record = json.loads((tmp_path / "run" / "seed_0" / "results.json").read_text())["steps"]
+    assert record["demos"]["sim"]["domain"] == "twin" and record["demos"]["real_proxy"]["domain"] == "real_proxy"
+    assert set(record["eval"]["stage2"]) == {"checkpoint", "twin", "real_proxy"}
+    demos = np.load(tmp_path / "run" / "seed_0" / "demos" / "sim.npz")
+    magenta = np.all(demos["image"] == (255, 0, 255), axis=-1).mean(axis=(1, 2))
+    assert magenta.min() > 0.2  # the background wherever the twin renders no robot or object
+    real = np.load(tmp_path / "run" / "seed_0" / "demos" / "real_proxy.npz")
+    assert not np.all(real["image"] == (255, 0, 255), axis=-1).any()
+
+
+def test_twin_domain_keys_are_checked():
+    with pytest.raises(ValueError, match="domain=real_proxy trains in the real world's stand-in"):
+        to_object(compose("experiment", ["domain=real_proxy"]))
+    with pytest.raises(ValueError, match=r"domain 'twin' is not a domain of the task \(known: \['real_proxy', 'sim'\]\)"):
+        to_object(compose("experiment", ["domain=twin"]))
+    with pytest.raises(ValueError, match="encoder.domain is set by the runner"):
+        to_object(compose("experiment", ["encoder.domain=sim2"]))

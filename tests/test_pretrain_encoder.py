@@ -69,7 +69,8 @@ def test_an_encoder_without_keypoints_is_refused_naming_the_key():
         keypoint_prefixes(ImageEncoder(4, (8, 16), 32, keypoints=0))
 
 
-@pytest.mark.parametrize("field, value", [("scenes", 0), ("steps", 0), ("batch_size", 0), ("workers", -1)])
+@pytest.mark.parametrize("field, value", [("scenes", 0), ("steps", 0), ("batch_size", 0), ("workers", -1),
+                                          ("domain", "real_proxy")])
 def test_bad_config_values_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         EncoderPretrainConfig(**{field: value})

@@ -13,6 +13,7 @@ from pathlib import Path
 from cotrain.data.errors import DatasetError
 
 DOMAINS = ("sim", "real_proxy", "real")
+REAL_PROXY = "real_proxy"
 SOURCES = ("expert", "teleop", "policy", "intervention")
 PROVENANCE_FILE = "meta/cotrain_provenance.jsonl"
 
@@ -31,6 +32,12 @@ class Provenance:
             raise ValueError(f"Provenance.domain={self.domain!r}: expected one of {DOMAINS}")
         if self.source not in SOURCES:
             raise ValueError(f"Provenance.source={self.source!r}: expected one of {SOURCES}")
+
+
+def simulated_in(domain: str) -> str:
+    """The provenance domain of an episode simulated in the task config domain `domain`: `real_proxy` there, `sim`
+    in every twin domain (`sim`, or a calibrated `twin`)."""
+    return REAL_PROXY if domain == REAL_PROXY else "sim"
 
 
 def append_provenance(root: Path, episode_index: int, prov: Provenance) -> None:

@@ -10,6 +10,7 @@ key, task, domain or variation is one `ConfigError` naming the file and the key.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -248,3 +249,24 @@ def load_task_config(name_or_path: str | Path) -> TaskConfig:
     with open(path) as f:
         data = yaml.safe_load(f)
     return TaskConfig.from_dict(data, source=str(path))
+
+
+def task_file_mapping(path: str | Path) -> dict:
+    """A task config file (e.g. the calibrated one `python -m cotrain.calibrate` writes) as the mapping the entry
+    points take for `task`, read strictly, with its greenscreen backgrounds as absolute paths (in the file they are
+    relative to its folder)."""
+    cfg = load_task_config(path)
+    domains = {name: dataclasses.replace(d, background=str(cfg.background_path(name).resolve()) if d.background else "")
+               for name, d in cfg.domains.items()}
+    data = dataclasses.asdict(dataclasses.replace(cfg, domains=domains))
+    data.pop("source")
+    return _plain(data)
+
+
+def _plain(value):
+    """Tuples as lists, recursively (what a YAML or Hydra mapping holds)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

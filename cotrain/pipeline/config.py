@@ -77,6 +77,12 @@ class EvalStep:
 class ExperimentConfig:
     task: dict[str, Any] = field(default_factory=dict)
     """Task config (configs/task/*.yaml)."""
+    task_file: str | None = None
+    """A task config file used instead of `task`: the calibrated one `python -m cotrain.calibrate` writes (with its
+    `twin` domain); relative paths in it are taken from its folder."""
+    domain: str = "sim"
+    """The twin domain every training step simulates: the sim demos, the encoder's scenes and Stage II's rollouts
+    (`sim`, or a calibrated `twin`); never the real-proxy. Evaluation runs in `eval.domains`."""
     steps: list[str] = field(default_factory=lambda: list(STEPS))
     """Steps to run (in the order of STEPS whatever the order here); a step not listed is not run, and a later step
     that needs its output takes it from the run directory when an earlier call made it (else: an error)."""
@@ -104,6 +110,19 @@ class ExperimentConfig:
         if self.time_budget_s is not None and self.time_budget_s < 0:
             raise ValueError(f"experiment: time_budget_s must be >= 0 or null, got {self.time_budget_s}")
         refuse_runner_keys(self)
+        if self.task_file is not None:
+            from cotrain.envs.config import task_file_mapping
+
+            self.task = task_file_mapping(self.task_file)
+        if self.domain == "real_proxy":
+            raise ValueError("experiment: domain=real_proxy trains in the real world's stand-in; train in a twin domain")
+        if self.task:
+            from cotrain.stage2 import parse_task
+
+            known = parse_task(self.task).domains
+            for name in [self.domain, *self.eval.domains]:
+                if name not in known:
+                    raise ValueError(f"experiment: domain {name!r} is not a domain of the task (known: {sorted(known)})")
 
     @property
     def ordered_steps(self) -> list[str]:
@@ -111,9 +130,9 @@ class ExperimentConfig:
 
 
 RUNNER_KEYS = {
-    "encoder": {"task": {}, "policy": {}, "out": EncoderPretrainConfig.out, "seed": 0, "device": "auto"},
+    "encoder": {"task": {}, "domain": "sim", "policy": {}, "out": EncoderPretrainConfig.out, "seed": 0, "device": "auto"},
     "stage1": {"out": Stage1Config.out, "resume": None, "init_weights": None, "seed": 0, "device": "auto"},
-    "stage2": {"init": None, "task": {}, "real": [], "out": Stage2Config.out, "resume": None, "seed": 0,
+    "stage2": {"init": None, "task": {}, "domain": "sim", "real": [], "out": Stage2Config.out, "resume": None, "seed": 0,
                "time_budget_s": None, "device": "auto"},
 }
 """Keys of the nested library configs that the runner sets (with their defaults, which a config must leave)."""
@@ -125,7 +144,7 @@ def refuse_runner_keys(cfg: ExperimentConfig) -> None:
         for key, default in keys.items():
             if getattr(getattr(cfg, step), key) != default:
                 raise ValueError(f"experiment: {step}.{key} is set by the runner (the run directory, the seeds, the "
-                                 f"top-level task / device / time_budget_s); leave it out of the config")
+                                 f"top-level task / domain / device / time_budget_s); leave it out of the config")
     data = cfg.stage1.data
     if data.real or data.sim or data.seed != 0:
         raise ValueError("experiment: stage1.data.real / sim / seed are set by the runner (its demos and seeds)")

@@ -69,23 +69,27 @@ def demos(run: Run, entry: dict[str, Any]) -> None:
     from cotrain.demos import Attempts, expert_episodes
 
     d = run.cfg.demos
-    # the sim demos are training data (randomised around the sim domain); the real-proxy plays the real world
-    for domain, n, seed, dart, randomize in (("sim", d.sim, d.sim_seed, d.dart_noise_std, True),
-                                             ("real_proxy", d.real, d.real_seed, 0.0, False)):
+    # the sim demos are training data (simulated in the twin domain, randomised around it); the real-proxy plays the
+    # real world. Stored by what they are: `sim` (whichever twin domain) and `real_proxy`.
+    for kind, domain, n, seed, dart, randomize in (
+            ("sim", run.cfg.domain, d.sim, d.sim_seed, d.dart_noise_std, True),
+            ("real_proxy", "real_proxy", d.real, d.real_seed, 0.0, False)):
         if n == 0:
             continue
         counts = Attempts()
         episodes = expert_episodes(run.task_cfg, domain, n, seed, workers=d.workers, dart_noise_std=dart,
                                    keep_failures=d.keep_failures, counts=counts, randomize=randomize)
-        written = demo_store.write(run.dir / "demos", domain, d.format, episodes)
-        entry[domain] = written | {"attempts": counts.attempts, "expert_success": round(counts.success_rate, 4),
-                                   "path": str(demo_store.path(run.dir / "demos", domain, d.format))}
+        written = demo_store.write(run.dir / "demos", kind, d.format, episodes)
+        entry[kind] = written | {"domain": domain, "attempts": counts.attempts,
+                                 "expert_success": round(counts.success_rate, 4),
+                                 "path": str(demo_store.path(run.dir / "demos", kind, d.format))}
 
 
 def encoder(run: Run, entry: dict[str, Any]) -> None:
     from cotrain.pretrain_encoder import run as pretrain
 
-    cfg = dataclasses.replace(run.cfg.encoder, task=dict(run.cfg.task), policy=dict(run.cfg.stage1.policy),
+    cfg = dataclasses.replace(run.cfg.encoder, task=dict(run.cfg.task), domain=run.cfg.domain,
+                              policy=dict(run.cfg.stage1.policy),
                               out=str(run.dir / "encoder"), seed=run.seed, device=run.cfg.device)
     results = pretrain(cfg)
     entry |= {"weights": str(run.encoder_weights), "heldout_rms": results.get("heldout_rms"),
@@ -122,7 +126,7 @@ def stage2(run: Run, entry: dict[str, Any]) -> None:
                                 "has none")
     out = run.dir / "stage2"
     resumed = checkpoints.latest(out) is not None  # a call cut by its time budget
-    s2 = dataclasses.replace(cfg.stage2, init=str(init), task=dict(cfg.task), out=str(out),
+    s2 = dataclasses.replace(cfg.stage2, init=str(init), task=dict(cfg.task), domain=cfg.domain, out=str(out),
                              resume=str(out) if resumed else None, seed=run.seed, device=cfg.device,
                              time_budget_s=run.remaining_s())
     real = run.demos("real_proxy") if cfg.demos.real > 0 else None

@@ -33,6 +33,7 @@ class CameraNode(Node):
         self.p = declare(self, CameraParams)
         self.cap = open_capture(self.p.device)
         self.failures = 0
+        self.published = 0
         self.pub = self.create_publisher(Image, topics.IMAGE, 2)
         self.create_timer(1.0 / self.p.rate_hz, self._on_timer)
 
@@ -49,6 +50,7 @@ class CameraNode(Node):
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         image = to_spec_image(rgb, self.p.image_height, self.p.image_width)
         self.pub.publish(messages.image_to_msg(image, stamp, self.p.frame_id))
+        self.published += 1
 
     def destroy_node(self) -> None:
         self.cap.release()

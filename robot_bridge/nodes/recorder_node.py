@@ -26,7 +26,7 @@ from std_srvs.srv import Trigger
 
 from cotrain.data import DatasetWriter, Provenance
 from robot_bridge import messages, topics
-from robot_bridge.calibration_capture import save_frames
+from cotrain.calibration.background_frames import save_frames
 from robot_bridge.frame_sync import FrameSync
 from robot_bridge.image import to_spec_image
 from robot_bridge.nodes import run

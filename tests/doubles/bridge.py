@@ -199,13 +199,15 @@ class RosHarness:
 
         return call_trigger(self.probe, service, timeout)
 
-    def wait_for(self, predicate, timeout: float, what: str) -> None:
+    def wait_for(self, predicate, timeout: float, what) -> None:
+        """`what`: a description, or a callable giving one when the wait times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
                 if predicate():
                     return
             time.sleep(0.02)
+        what = what() if callable(what) else what
         raise TimeoutError(f"timed out after {timeout} s waiting for {what}; status {self.status}")
 
     def change_state(self, node: str, transition: str, timeout: float = 20.0) -> bool:
