@@ -121,24 +121,25 @@ def colors_from_demos(twin_cfg, scenes: list, iterations: int = 3) -> list:
         if scene.color not in palette:
             raise CalibrationError(f"demo episode {scene.episode}: colour {scene.color!r} is not in the palette "
                                    f"({', '.join(palette)})")
-    frames = np.stack([frame for _, frame in scenes])
-    masks = {name: np.zeros(frames.shape[:3], bool) for name in dict.fromkeys([s.color for s, _ in scenes] + ["tray"])}
 
-    def render(colors: dict) -> np.ndarray:
-        out = []
-        for i, (scene, _) in enumerate(scenes):
-            env = env_for(scene.shape)
-            obj_id, tray_id = show_demo_scene(env, scene)
-            set_color(env.objects[env.shape_names.index(scene.shape)], colors[scene.color], [0])
-            set_color(env.tray, colors["tray"], [0])
-            _, seg, rgb = render_labelled(env)
-            masks[scene.color][i], masks["tray"][i] = seg == obj_id, seg == tray_id
-            out.append(rgb)
-        return np.stack(out)
+    def draw(scene, colors: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rgb, object mask, tray mask) of the twin's render of one scene with palette `colors`."""
+        env = env_for(scene.shape)
+        obj_id, tray_id = show_demo_scene(env, scene)
+        set_color(env.objects[env.shape_names.index(scene.shape)], colors[scene.color], [0])
+        set_color(env.tray, colors["tray"], [0])
+        _, seg, rgb = render_labelled(env)
+        return rgb, seg == obj_id, seg == tray_id
 
     try:
-        render(palette)  # the masks (geometry only: the same at every palette)
-        return fit_palette(render, frames, masks, palette, iterations)
+        drawn = [draw(scene, palette) for scene, _ in scenes]  # the masks: geometry only, the same at any palette
+        masks = {name: np.zeros((len(scenes), *drawn[0][1].shape), bool)
+                 for name in dict.fromkeys([s.color for s, _ in scenes] + ["tray"])}
+        for i, ((scene, _), (_, obj, tray)) in enumerate(zip(scenes, drawn)):
+            masks[scene.color][i], masks["tray"][i] = obj, tray
+        frames = np.stack([frame for _, frame in scenes])
+        return fit_palette(lambda colors: np.stack([draw(s, colors)[0] for s, _ in scenes]), frames, masks, palette,
+                           iterations)
     finally:
         for env in envs.values():
             env.close()

@@ -76,8 +76,6 @@ class ColorEstimate:
 
 MIN_RENDERED = 1e-3
 """A rendered channel below this is not divided by (the update keeps its value)."""
-
-
 EXPONENT_RANGE = (0.2, 2.0)
 """Render exponents g outside this are not trusted (g = 1 is used): a step too small to measure, or clipping."""
 MIN_LOG_STEP = 0.02
@@ -89,17 +87,16 @@ def palette_step(rgba, observed, rendered, previous: tuple | None = None) -> tup
     channel, g = 1 without `previous`, else the render exponent d log r / d log c measured against `previous`
     ((palette value, its render) of the last step)."""
     c, real, twin = np.asarray(rgba[:3], np.float64), np.asarray(observed), np.asarray(rendered)
-    ok = twin > MIN_RENDERED
-    ratio = np.where(ok, real / np.maximum(twin, MIN_RENDERED), 1.0)
+    ratio = np.where(twin > MIN_RENDERED, real / np.maximum(twin, MIN_RENDERED), 1.0)
     g = np.ones(3)
     if previous is not None:
         c0, r0 = np.asarray(previous[0][:3], np.float64), np.asarray(previous[1])
         dc = np.log(np.maximum(c, 1e-6) / np.maximum(c0, 1e-6))
         dr = np.log(np.maximum(twin, MIN_RENDERED) / np.maximum(r0, MIN_RENDERED))
         measured = np.abs(dc) > MIN_LOG_STEP
-        g = np.where(measured, dr / np.where(measured, dc, 1.0), 1.0)
+        g = np.where(measured, dr / np.where(measured, dc, 1.0), 1.0)  # g = Δlog r / Δlog c
         g = np.where((g >= EXPONENT_RANGE[0]) & (g <= EXPONENT_RANGE[1]), g, 1.0)
-    new = np.clip(c * ratio ** (1.0 / g), 0.0, 1.0)
+    new = np.clip(c * ratio ** (1.0 / g), 0.0, 1.0)  # c <- clip(c · (r_real / r_twin(c))^(1/g))
     return (float(new[0]), float(new[1]), float(new[2]), float(rgba[3]))
 
 
