@@ -124,3 +124,20 @@ def capture_motion(env, qpos: np.ndarray, seed: int = 1000) -> np.ndarray:
         set_arm(env, q)
         frames.append(observed_frame(env))
     return np.stack(frames)
+
+
+def show_demo_scene(env, scene) -> tuple[int, int]:
+    """The first frame of a pick_place demo (`demo_scene.DemoScene`): the robot at home, the object of the scene's
+    shape at its xy and yaw on the table, the tray at its xy, every other object out of view. Returns the
+    segmentation ids (object, tray)."""
+    from cotrain.envs.pick_place import PickPlaceEnv
+
+    if not isinstance(env.unwrapped, PickPlaceEnv) or scene.shape not in env.shape_names:
+        raise ValueError(f"show_demo_scene needs a pick_place env with shape {scene.shape!r}")
+    show_empty_scene_at_home(env)
+    k = env.shape_names.index(scene.shape)
+    obj, (x, y), yaw = env.objects[k], scene.object_xy, scene.object_yaw
+    obj.set_pose(sapien.Pose(p=[x, y, env.shapes[scene.shape].half_height + 1e-3],
+                             q=[np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]))
+    env.tray.set_pose(sapien.Pose(p=[*scene.tray_xy, 0.0]))
+    return int(obj.per_scene_id[0]), int(env.tray.per_scene_id[0])

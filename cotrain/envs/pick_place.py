@@ -62,6 +62,23 @@ PARK_XY = (2.0, 2.0)
 """Where the shapes not used in an episode wait (on the floor, out of view)."""
 
 
+def instruction(color: str, shape: str) -> str:
+    """The task text of an episode with the object `shape` (a SHAPES name) of palette colour `color`."""
+    return f"put the {color} {SHAPES[shape].word} in the tray"
+
+
+def parse_instruction(text: str) -> tuple[str, str] | None:
+    """(colour, shape name) of a task text `instruction` wrote; None for any other text."""
+    words = text.strip().split()
+    if words[:2] != ["put", "the"] or words[-3:] != ["in", "the", "tray"]:
+        return None
+    middle = words[2:-3]
+    for name, shape in SHAPES.items():
+        if len(middle) > 1 and middle[1:] == shape.word.split():
+            return middle[0], name
+    return None
+
+
 @register_env("CotrainPickPlace-v1", max_episode_steps=80)
 class PickPlaceEnv(TwinTaskEnv):
     """**Task Description:**
@@ -151,7 +168,7 @@ class PickPlaceEnv(TwinTaskEnv):
         for j, env in enumerate(env_idx.tolist()):
             name, color = self.shape_names[shape_idx[j]], var.colors[color_idx[j]]
             set_color(self.objects[shape_idx[j]], self.episode_domains[env].palette[color], [env])
-            self.instructions[env] = f"put the {color} {SHAPES[name].word} in the tray"
+            self.instructions[env] = instruction(color, name)
 
     def scene_labels(self) -> torch.Tensor:
         return torch.cat([self.obj.pose.p, self.tray.pose.p[:, :2]], dim=1)
