@@ -139,7 +139,7 @@ def deploy(cfg: DeployConfig, extra_nodes=None) -> list[dict]:
         if cfg.episodes == 0:
             executor.spin()
             return []
-        thread = threading.Thread(target=spin_bounded, args=(executor, executor.context), daemon=True)
+        thread = threading.Thread(target=spin_bounded, args=(executor,), daemon=True)
         thread.start()
         client = rclpy.create_node("deploy")
         executor.add_node(client)

@@ -45,11 +45,57 @@ def test_camera_node_publishes_file_frames_at_spec_size(h, tmp_path):
     got = []
     h.probe.create_subscription(Image, topics.IMAGE, lambda m: got.append(messages.msg_to_image(m)), 10)
     cam = h.add(CameraNode(context=h.context, parameter_overrides=ros_parameters({"device": str(video), "rate_hz": 30.0})))
-    h.wait_for(lambda: len(got) >= 8, 10, lambda: f"camera frames (the 5-frame file loops; the node published "
+    h.wait_for(lambda: len(got) >= 8, 30, lambda: f"camera frames (the 5-frame file loops; the node published "
                                                  f"{cam.published}, failed {cam.failures} reads, {len(got)} arrived)")
     img = got[-1]
     assert img.shape == (128, 128, 3) and img.dtype == np.uint8
     assert img[..., 0].mean() > 150 and img[..., 2].mean() < 50  # published as RGB
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("stop", ["executor", "context"])
+def test_spin_bounded_takes_in_late_nodes_and_ends_quietly_on_shutdown(monkeypatch, threads, stop):
+    """A node added while the executor spins gets its timer run; shutting down the executor or the context ends the
+    spinning thread within a few waits and without an exception in it."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from robot_bridge.nodes import spin_bounded
+
+    env = isolated_ros_env()
+    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID"):
+        monkeypatch.setenv(k, env[k])
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = (SingleThreadedExecutor(context=context) if threads == 1
+                else MultiThreadedExecutor(num_threads=threads, context=context))
+    thread = threading.Thread(target=spin_bounded, args=(executor, 0.05), daemon=True)
+    thread.start()
+    try:
+        node = Node("late", context=context)
+        ticks = []
+        node.create_timer(0.01, lambda: ticks.append(1))
+        executor.add_node(node)
+        deadline = time.monotonic() + 5.0
+        while len(ticks) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(ticks) >= 3, "a node added while spinning never had its timer run"
+        if stop == "executor":
+            executor.shutdown(timeout_sec=1.0)
+        else:
+            context.shutdown()
+        thread.join(timeout=2.0)
+        assert not thread.is_alive(), f"spin_bounded kept spinning after the {stop} shut down"
+        assert errors == []
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def test_teleop_keys_become_actions(h):

@@ -72,16 +72,26 @@ def callbacks_done(executor, timeout: float) -> bool:
     return not pending
 
 
-def spin_bounded(executor, context, period: float = 0.1) -> None:
-    """Spin `executor` until `context` shuts down, each wait at most `period` s. For an executor that gets nodes
-    while it spins: `add_node` wakes it to rebuild its wait set, and rmw_fastrtps as shipped with Jazzy can lose that
-    wake-up (fixed upstream in ros2/rmw_fastrtps#895), leaving the new node's timers and subscriptions out of the wait
-    until something else wakes it; with nothing else to wake it, forever. The bounded wait takes them in within
-    `period`."""
-    from rclpy.executors import ExternalShutdownException, ShutdownException
+def spin_bounded(executor, period: float = 0.1) -> None:
+    """Spin `executor` until it or its context shuts down, each wait at most `period` s. For an executor that gets
+    nodes while it spins: `add_node` wakes it to rebuild its wait set, and rmw_fastrtps as shipped with Jazzy can lose
+    that wake-up (fixed upstream in ros2/rmw_fastrtps#895), leaving the new node's timers and subscriptions out of the
+    wait until something else wakes it; with nothing else to wake it, forever. The bounded wait takes them in within
+    `period`.
 
-    while context.ok():
+    It stops as `Executor.spin` does (context shut down or executor shut down: `spin_once` swallows the executor's
+    shutdown, so the loop checks it), and returns quietly when the context is shut down during a wait (rclpy raises
+    `RCLError: context is not valid` there)."""
+    from rclpy._rclpy_pybind11 import RCLError
+    from rclpy.executors import ExternalShutdownException
+
+    context = executor.context
+    while context.ok() and not executor._is_shutdown:  # noqa: SLF001 (Executor.spin's own condition; no public getter)
         try:
             executor.spin_once(timeout_sec=period)
-        except (ExternalShutdownException, ShutdownException):
+        except ExternalShutdownException:  # the context shut down during the wait (single-threaded executors)
+            return
+        except RCLError:
+            if context.ok():
+                raise
             return

@@ -165,7 +165,7 @@ class RosHarness:
         for key, topic in (("franka", topics.FRANKA_STATUS), ("policy", topics.POLICY_STATUS), ("recorder", topics.RECORDER_STATUS)):
             self.probe.create_subscription(String, topic, status_cb(key), messages.STATUS_QOS)
         self.executor.add_node(self.probe)
-        self.thread = threading.Thread(target=spin_bounded, args=(self.executor, self.context), daemon=True)
+        self.thread = threading.Thread(target=spin_bounded, args=(self.executor,), daemon=True)
         self.thread.start()
 
     def now_ns(self) -> int:
