@@ -260,6 +260,53 @@ def test_dart_executes_noisy_actions_but_records_the_clean_expert(state_env):
         run_expert_episode(env, expert, seed=3, dart_noise_std=-1.0)
 
 
+class _PointArm:
+    """A TCP that moves by exactly the Δxyz each command asks, `latency` steps after it is sent (gripper down, yaw 0):
+    what the follower sees, without physics."""
+
+    def __init__(self, latency: int):
+        from types import SimpleNamespace
+
+        self.x = np.zeros(3)
+        self.in_flight = [np.zeros(7)] * latency
+        pose = SimpleNamespace(p=None, q=torch.tensor([[0.0, 1.0, 0.0, 0.0]]))  # scalar-first Rx(π): pointing down
+        self.agent = SimpleNamespace(tcp=SimpleNamespace(pose=pose))
+        self.episode_domains = [SimpleNamespace(action_latency_steps=latency)]
+        self._show()
+
+    def _show(self):
+        self.agent.tcp.pose.p = torch.tensor([self.x])
+
+    def step(self, action):
+        self.in_flight.append(action)
+        self.x = self.x + self.in_flight.pop(0)[:3]
+        self._show()
+
+
+@pytest.mark.parametrize("latency, expected_x", [
+    (0, [0.03, 0.0, 0.0, 0.0, 0.0, 0.0]),
+    (1, [0.03, 0.0, 0.0, 0.0, 0.0, 0.0]),
+    (2, [0.03, 0.0, 0.0, 0.0, 0.0, 0.0]),
+])
+def test_expert_steers_from_where_its_pending_commands_take_the_tcp(latency, expected_x):
+    """Target 3 cm away in x, gain 1: the first command covers it; with L steps of latency the next commands know the
+    first is still on its way and ask for nothing more, so the TCP stops at the target after 1 + L steps. A follower
+    that ignored its pending commands would send 0.03 L more times and overshoot to 0.03 (1 + L)."""
+    from cotrain.envs.experts import Waypoint, WaypointExpert, fixed
+
+    goal = np.array([0.03, 0.0, 0.0])
+    expert = WaypointExpert(lambda env: [Waypoint(fixed(goal), 0.0, 1.0, tol=1e-9, settle=100, timeout=100)])
+    arm = _PointArm(latency)
+    expert.reset(arm, seed=0)
+    sent = []
+    for _ in range(6):
+        action = expert.act(arm)
+        sent.append(float(action[0]))
+        arm.step(action.astype(np.float64))
+    np.testing.assert_allclose(sent, expected_x, atol=1e-6)
+    np.testing.assert_allclose(arm.x, goal, atol=1e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("COTRAIN_EXPERT_SEEDS"), reason="set COTRAIN_EXPERT_SEEDS=50 to measure")
 @pytest.mark.parametrize("domain", DOMAINS)
