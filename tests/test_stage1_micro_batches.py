@@ -85,9 +85,13 @@ def test_micro_batched_step_equals_the_full_batch_step(kind, monkeypatch):
     torch.testing.assert_close(loss3, loss1, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(norm3, norm1, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g3, g1, rtol=1e-4, atol=1e-7)  # the accumulated gradient is the full batch's
-    # AdamW's first step moves each weight by ≈ lr·sign(g): gradients within rounding of 0 may step either way, so
-    # the weights agree to 1 % of one step (1e-5), not to float precision
-    torch.testing.assert_close(w3, w1, rtol=0, atol=1e-5)
+    # AdamW's first step moves each weight by lr·g/(|g| + 1e-8) ≈ lr·sign(g). Where the gradient stands clear of
+    # rounding (|g| ≥ 1e-6) both updates make the same step to float precision; a gradient within rounding of 0
+    # (analytically 0, ~1e-10 here) may step anywhere in ±lr either way, so there only the bound holds
+    clear = g1.abs() >= 1e-6
+    assert clear.float().mean() > 0.5
+    torch.testing.assert_close(w3[clear], w1[clear], rtol=0, atol=1e-6)
+    assert (w3 - w1).abs().max() <= 2 * 1e-3 + 1e-6
 
 
 def test_micro_batches_differ_from_a_single_part_when_the_draws_differ(monkeypatch):
