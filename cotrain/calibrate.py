@@ -199,19 +199,20 @@ def camera_from_motion(task_cfg, background: np.ndarray, motion):
     """The silhouette fit of the camera (`cotrain.calibration.silhouette`) from the twin's `sim` camera."""
     from cotrain.calibration.camera_pose import CameraPose
     from cotrain.calibration.silhouette import SilhouetteView, change_mask, fit_camera
-    from cotrain.calibration.twin_render import calibration_render_config, moving_link_points
+    from cotrain.calibration.twin_render import calibration_render_config, silhouette_points
     from cotrain.envs import make_task_env
 
     env = make_task_env(calibration_render_config(task_cfg), "sim", obs_mode="rgb")
     try:
         env.reset(seed=0)
-        points = moving_link_points(env, motion.qpos)
+        robot, moving = silhouette_points(env, motion.qpos)
     finally:
         env.close()
     cam, dom = task_cfg.camera, task_cfg.domain("sim")
     initial = CameraPose.look_at(np.add(cam.eye, dom.camera_eye_offset), np.add(cam.target, dom.camera_target_offset),
                                  cam.fov)
-    views = [SilhouetteView(change_mask(f, background), p) for f, p in zip(motion.frames, points)]
+    views = [SilhouetteView(change_mask(f, background), home, moved, robot)
+             for f, (home, moved) in zip(motion.frames, moving)]
     return fit_camera(initial, views), initial
 
 

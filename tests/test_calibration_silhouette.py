@@ -46,7 +46,7 @@ def test_the_true_camera_is_a_minimum_on_synthetic_silhouettes():
         mask = np.zeros((64, 64), bool)
         ok = (row >= 0) & (row < 64) & (col >= 0) & (col < 64)
         mask[row[ok].astype(int), col[ok].astype(int)] = True
-        views.append(SilhouetteView(mask, pts))
+        views.append(SilhouetteView(mask, pts, np.zeros((0, 3))))
     # at the true camera every point lands in the mask and every masked pixel has a point within a pixel
     assert fit_camera(truth, views).initial_residual_px < 0.5
     fit = fit_camera(truth, views)
@@ -62,7 +62,7 @@ def test_bad_silhouette_input_is_one_error():
     with pytest.raises(CalibrationError, match="no calibration frames"):
         fit_camera(cam, [])
     with pytest.raises(CalibrationError, match="frame 0 shows .*no change"):
-        fit_camera(cam, [SilhouetteView(np.zeros((8, 8), bool), np.zeros((50, 3)))])
+        fit_camera(cam, [SilhouetteView(np.zeros((8, 8), bool), np.zeros((50, 3)), np.zeros((50, 3)))])
 
 
 def test_motion_file_round_trip_and_bad_files(tmp_path):
@@ -86,12 +86,11 @@ def test_motion_file_round_trip_and_bad_files(tmp_path):
 
 def test_camera_estimate_on_the_real_proxy():
     """Data recorded from the real-proxy (a simulation: camera effects, other light and table): 3 background frames
-    and the 7-pose scripted motion. Measured: 1.65 cm / 2.18° from the real-proxy's camera, fov 0.976 rad (1.0),
-    from the twin's 4.1 cm / 4.5°. The 1 cm / 2° target is not met: where the arm passes in front of the robot at
-    home, white covers white and the real change mask has a hole the twin's points do not."""
+    and the 7-pose scripted motion. Measured: 0.94 cm / 0.63° from the real-proxy's camera, fov 0.982 rad (1.0), from
+    the twin's 4.1 cm / 4.5° (1.65 cm / 2.18° before the points that may look unchanged were left out of r_in)."""
     from cotrain.calibration.greenscreen import median_background
     from cotrain.calibration.twin_render import (calibration_render_config, capture_background, capture_motion,
-                                                 env_camera, moving_link_points)
+                                                 env_camera, silhouette_points)
     from cotrain.envs import load_task_config, make_task_env
 
     cfg = load_task_config("pick_place")
@@ -102,13 +101,15 @@ def test_camera_estimate_on_the_real_proxy():
     real.close()
     twin = make_task_env(calibration_render_config(cfg), "sim", obs_mode="rgb")
     twin.reset(seed=0)
-    points = moving_link_points(twin, calibration_qpos())
+    robot, moving = silhouette_points(twin, calibration_qpos())
     twin.close()
     start = CameraPose.look_at(cfg.camera.eye, cfg.camera.target, cfg.camera.fov)
-    fit = fit_camera(start, [SilhouetteView(change_mask(f, background), p) for f, p in zip(frames, points)])
+    views = [SilhouetteView(change_mask(f, background), home, moved, robot) for f, (home, moved) in zip(frames, moving)]
+    fit = fit_camera(start, views)
     off_cm = 100 * np.linalg.norm(np.subtract(fit.camera.eye, truth.eye))
     off_deg = math.degrees(angle_between(fit.camera, truth))
     assert 100 * np.linalg.norm(np.subtract(start.eye, truth.eye)) > 4.0
     assert fit.residual_px < 0.8 * fit.initial_residual_px
-    assert off_cm < 2.0 and off_deg < 2.5, (off_cm, off_deg)
+    print(f"camera estimate: {off_cm:.2f} cm, {off_deg:.2f} deg, fov {fit.camera.fov:.4f}, residual {fit.residual_px:.3f} px (before {fit.initial_residual_px:.3f}), {fit.evaluations} evaluations")
+    assert off_cm < 1.0 and off_deg < 2.0, (off_cm, off_deg)
     assert fit.camera.fov == pytest.approx(truth.fov, abs=0.035)

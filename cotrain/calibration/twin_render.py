@@ -67,7 +67,7 @@ points cover the frame of a camera a few centimetres away, about two points per 
 
 
 def calibration_render_config(task_cfg):
-    """The task config with the wider, sharper camera that `moving_link_points` renders with."""
+    """The task config with the wider, sharper camera that `silhouette_points` renders with."""
     import dataclasses
 
     cam = task_cfg.camera
@@ -88,20 +88,21 @@ def _link_poses(env) -> dict[int, np.ndarray]:
     return {int(link.per_scene_id[0]): link.pose.raw_pose[0].cpu().numpy() for link in env.agent.robot.get_links()}
 
 
-def moving_link_points(env, qpos: np.ndarray) -> list[np.ndarray]:
-    """For each recorded joint state [N, 7 or 9]: world points [P, 3] of the links that moved from home, rendered
-    at home and at the state (the empty scene; what differs from the background frame)."""
+def silhouette_points(env, qpos: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """What the twin renders for the calibration motion (the empty scene), as world points [P, 3]: every robot link
+    at home, and for each recorded joint state [N, 7 or 9] the links that moved from home, (at home, at the state)."""
     show_empty_scene_at_home(env)
     world, seg, _ = render_labelled(env)
     home_poses = _link_poses(env)
+    robot = world[np.isin(seg, list(home_poses))]
     out = []
     for q in np.asarray(qpos, dtype=np.float64):
         set_arm(env, q)
         moved = [i for i, p in _link_poses(env).items() if np.abs(p - home_poses[i]).max() > 1e-4]
         at_q, seg_q, _ = render_labelled(env)
-        out.append(np.concatenate([world[np.isin(seg, moved)], at_q[np.isin(seg_q, moved)]]))
+        out.append((world[np.isin(seg, moved)], at_q[np.isin(seg_q, moved)]))
     show_empty_scene_at_home(env)
-    return out
+    return robot, out
 
 
 def capture_background(env, count: int, seed: int = 0) -> np.ndarray:
