@@ -211,9 +211,8 @@ def camera_from_motion(task_cfg, background: np.ndarray, motion):
     cam, dom = task_cfg.camera, task_cfg.domain("sim")
     initial = CameraPose.look_at(np.add(cam.eye, dom.camera_eye_offset), np.add(cam.target, dom.camera_target_offset),
                                  cam.fov)
-    views = [SilhouetteView(change_mask(f, background), home, moved, robot)
-             for f, (home, moved) in zip(motion.frames, moving)]
-    return fit_camera(initial, views), initial
+    views = [SilhouetteView(change_mask(f, background), home, moved) for f, (home, moved) in zip(motion.frames, moving)]
+    return fit_camera(initial, views, robot), initial
 
 
 def calibrate(cfg: CalibrateConfig) -> dict:

@@ -104,12 +104,13 @@ def test_camera_estimate_on_the_real_proxy():
     robot, moving = silhouette_points(twin, calibration_qpos())
     twin.close()
     start = CameraPose.look_at(cfg.camera.eye, cfg.camera.target, cfg.camera.fov)
-    views = [SilhouetteView(change_mask(f, background), home, moved, robot) for f, (home, moved) in zip(frames, moving)]
-    fit = fit_camera(start, views)
+    views = [SilhouetteView(change_mask(f, background), home, moved) for f, (home, moved) in zip(frames, moving)]
+    fit = fit_camera(start, views, robot)
     off_cm = 100 * np.linalg.norm(np.subtract(fit.camera.eye, truth.eye))
     off_deg = math.degrees(angle_between(fit.camera, truth))
     assert 100 * np.linalg.norm(np.subtract(start.eye, truth.eye)) > 4.0
     assert fit.residual_px < 0.8 * fit.initial_residual_px
-    print(f"camera estimate: {off_cm:.2f} cm, {off_deg:.2f} deg, fov {fit.camera.fov:.4f}, residual {fit.residual_px:.3f} px (before {fit.initial_residual_px:.3f}), {fit.evaluations} evaluations")
+    print(f"camera estimate: {off_cm:.2f} cm, {off_deg:.2f} deg, fov {fit.camera.fov:.4f}, "
+          f"residual {fit.residual_px:.3f} px (before {fit.initial_residual_px:.3f}), {fit.evaluations} evaluations")
     assert off_cm < 1.0 and off_deg < 2.0, (off_cm, off_deg)
     assert fit.camera.fov == pytest.approx(truth.fov, abs=0.035)

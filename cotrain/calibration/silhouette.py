@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage, optimize, spatial
@@ -75,9 +75,6 @@ class SilhouetteView:
     """[P, 3] world points of the links that moved, at home (twin render)."""
     moved: np.ndarray
     """[Q, 3] the same links' world points at the recorded joint state."""
-    robot: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
-    """[R, 3] every robot link's world points at home (what may hide the moved links or be covered by them); none:
-    no point of `moved` is taken for hidden."""
 
 
 @dataclass(frozen=True)
@@ -96,38 +93,42 @@ def _subsample(values: np.ndarray, n: int, seed: int) -> np.ndarray:
     return values[np.random.default_rng(seed).choice(len(values), n, replace=False)]
 
 
-def _covered(points_rc: tuple[np.ndarray, np.ndarray], others: np.ndarray, camera: CameraPose,
-             height: int, width: int) -> np.ndarray:
-    """bool [P]: which projected points (row, col) fall on a pixel that the projection of `others` covers (their
-    pixels, gaps of one pixel closed)."""
-    row, col, depth = project(others, camera, height, width)
+def _cover(points: np.ndarray, camera: CameraPose, height: int, width: int) -> np.ndarray:
+    """bool [H, W]: the pixels the projected points cover, gaps of one pixel closed."""
+    row, col, depth = project(points, camera, height, width)
     ok = (depth > 1e-3) & (row >= 0) & (row < height) & (col >= 0) & (col < width)
     cover = np.zeros((height, width), bool)
     cover[row[ok].astype(int), col[ok].astype(int)] = True
-    cover = ndimage.binary_closing(cover)
-    r, c = points_rc
-    inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-    return inside & cover[np.clip(r, 0, height - 1).astype(int), np.clip(c, 0, width - 1).astype(int)]
+    return ndimage.binary_closing(cover)
+
+
+def _on(cover: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """bool [P]: which projected points (row, col) fall on a covered pixel."""
+    height, width = cover.shape
+    inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
+    return inside & cover[np.clip(row, 0, height - 1).astype(int), np.clip(col, 0, width - 1).astype(int)]
 
 
 class _Residuals:
     """The residual vector of all views for a camera vector (x, y, z, yaw, pitch, fov)."""
 
-    def __init__(self, views: Sequence[SilhouetteView]):
+    def __init__(self, views: Sequence[SilhouetteView], robot: np.ndarray):
         self.height, self.width = views[0].mask.shape
+        self.robot = robot
         self.views = []
         for i, v in enumerate(views):
             outside = ndimage.distance_transform_edt(~v.mask)  # px to the nearest changed pixel (0 inside)
             rows, cols = np.nonzero(v.mask)
             pixels = _subsample(np.stack([rows + 0.5, cols + 0.5], 1), MAX_PIXELS, i)
             home, moved = (_subsample(pts, MAX_POINTS, 1000 * k + i) for k, pts in enumerate((v.home, v.moved)))
-            self.views.append((outside, pixels, home, moved, v.robot))
+            self.views.append((outside, pixels, home, moved))
 
     def __call__(self, vec: np.ndarray) -> list[np.ndarray]:
         camera = CameraPose.from_vector(vec)
         h, w = self.height, self.width
+        robot_cover = _cover(self.robot, camera, h, w)  # the same robot at home behind every view
         out = []
-        for outside, pixels, home, moved, robot in self.views:
+        for outside, pixels, home, moved in self.views:
             row, col, depth = project(np.concatenate([home, moved]), camera, h, w)
             ahead = depth > 1e-3
             row, col = np.where(ahead, row, -1e3), np.where(ahead, col, -1e3)
@@ -136,10 +137,8 @@ class _Residuals:
             beyond = np.maximum(np.maximum(-row, row - h), np.maximum(-col, col - w))
             r_in = r_in * np.clip(1.0 - beyond / EDGE_FADE, 0.0, 1.0)
             n = len(home)
-            may_not_change = np.concatenate([
-                _covered((row[:n], col[:n]), moved, camera, h, w),
-                _covered((row[n:], col[n:]), robot, camera, h, w) if len(robot) else np.zeros(len(moved), bool),
-            ])
+            may_not_change = np.concatenate([_on(_cover(moved, camera, h, w), row[:n], col[:n]),
+                                             _on(robot_cover, row[n:], col[n:])])
             r_out, _ = spatial.cKDTree(np.stack([row, col], 1)).query(pixels)
             out += [r_in[~may_not_change], r_out]
         return out
@@ -152,8 +151,11 @@ class _Residuals:
         return float(np.mean([r.mean() for r in self(vec) if len(r)]))
 
 
-def fit_camera(initial: CameraPose, views: Sequence[SilhouetteView]) -> SilhouetteFit:
-    """The camera (pose and fov) under which the twin's moving-link points best match the real change masks."""
+def fit_camera(initial: CameraPose, views: Sequence[SilhouetteView],
+               robot: np.ndarray | None = None) -> SilhouetteFit:
+    """The camera (pose and fov) under which the twin's moving-link points best match the real change masks.
+    `robot`: [R, 3] every robot link's world points at home (what may hide the moved links or be covered by them);
+    None: no point at a joint state is taken for hidden."""
     if len(views) == 0:
         raise CalibrationError("camera: no calibration frames (need frames with the arm away from home)")
     shapes = {v.mask.shape for v in views}
@@ -165,7 +167,7 @@ def fit_camera(initial: CameraPose, views: Sequence[SilhouetteView]) -> Silhouet
                                    f"is the arm in view and away from home?")
         if len(v.home) + len(v.moved) < 10:
             raise CalibrationError(f"camera: calibration frame {i}: the twin sees no moving link at its joint state")
-    residuals = _Residuals(views)
+    residuals = _Residuals(views, np.zeros((0, 3)) if robot is None else robot)
     x0, scale = initial.as_vector(), np.array(PARAM_SCALE)
 
     def objective(z: np.ndarray) -> float:
