@@ -6,6 +6,13 @@ One dataset frame per action the franka node actually sent (its `/franka/applied
     state  the newest state stamped at or before the image (the state the policy was given)
 Both must lie within `max_skew` of the action's stamp. Actions stamped 0 (watchdog holds: no observation) and
 actions with no matching observation are skipped and counted.
+
+Topics are not ordered with respect to each other: an action can arrive before the image it answers. So an action
+waits until its pairing is final, and frames come out in the order the actions were sent:
+    decided  an image stamped at or after the action has arrived and a state stamped at or after the chosen image
+             (each stream arrives in stamp order, so nothing nearer is still to come: at 50 Hz states that is at most
+             20 ms later); or the streams have moved on past the action's stamp + `max_skew` (what is there then is
+             final); or `flush()` (the episode ends)
 """
 
 from __future__ import annotations
@@ -22,6 +29,14 @@ class SyncedFrame:
     image: np.ndarray
     state: np.ndarray
     action: np.ndarray
+    operator: bool = False  # the operator drove this action (HG-DAgger takeover), carried through unchanged
+
+
+@dataclass
+class _Action:
+    stamp: int
+    action: np.ndarray
+    operator: bool
 
 
 class _Buffer:
@@ -35,6 +50,10 @@ class _Buffer:
         self.stamps.append(stamp)
         self.values.append(value)
 
+    @property
+    def newest(self) -> int:
+        return self.stamps[-1] if self.stamps else -1
+
     def at_or_before(self, stamp: int):
         i = bisect.bisect_right(list(self.stamps), stamp) - 1
         return (self.stamps[i], self.values[i]) if i >= 0 else None
@@ -45,24 +64,69 @@ class FrameSync:
         self.max_skew_ns = max_skew_ns
         self._images = _Buffer(history)
         self._states = _Buffer(history * 4)
+        self._pending: deque[_Action] = deque()
+        self._now = 0  # newest stamp seen on any stream
         self.skipped = 0
 
-    def add_image(self, stamp_ns: int, image: np.ndarray) -> None:
+    @property
+    def pending(self) -> int:
+        """Actions waiting for their observation."""
+        return len(self._pending)
+
+    def add_image(self, stamp_ns: int, image: np.ndarray) -> list[SyncedFrame]:
         self._images.add(stamp_ns, image)
+        return self._advance(stamp_ns)
 
-    def add_state(self, stamp_ns: int, state: np.ndarray) -> None:
+    def add_state(self, stamp_ns: int, state: np.ndarray) -> list[SyncedFrame]:
         self._states.add(stamp_ns, state)
+        return self._advance(stamp_ns)
 
-    def pair(self, stamp_ns: int, action: np.ndarray) -> SyncedFrame | None:
-        if stamp_ns <= 0:
-            self.skipped += 1
+    def add_action(self, stamp_ns: int, action: np.ndarray, operator: bool = False) -> list[SyncedFrame]:
+        """Queue a sent action; returns the frames whose pairing is now decided, in the order they were sent."""
+        self._pending.append(_Action(stamp_ns, np.asarray(action, dtype=np.float32), operator))
+        return self._advance(stamp_ns)
+
+    def flush(self) -> list[SyncedFrame]:
+        """Decide every waiting action with what has arrived (the episode ends)."""
+        return self._drain(final=True)
+
+    def clear(self) -> None:
+        """Drop the waiting actions uncounted (an episode discarded or restarted)."""
+        self._pending.clear()
+
+    def _advance(self, stamp_ns: int) -> list[SyncedFrame]:
+        self._now = max(self._now, stamp_ns)
+        return self._drain(final=False)
+
+    def _drain(self, final: bool) -> list[SyncedFrame]:
+        frames = []
+        while self._pending:
+            a = self._pending[0]
+            if a.stamp > 0 and not final and not self._decided(a.stamp):
+                break
+            self._pending.popleft()
+            frame = self._pair(a)
+            if frame is None:
+                self.skipped += 1
+            else:
+                frames.append(frame)
+        return frames
+
+    def _decided(self, stamp: int) -> bool:
+        if self._now > stamp + self.max_skew_ns:
+            return True
+        if self._images.newest < stamp:
+            return False  # an image at or before the action may still come
+        img = self._images.at_or_before(stamp)
+        return img is None or self._states.newest >= img[0]  # a state at or before the image may still come
+
+    def _pair(self, a: _Action) -> SyncedFrame | None:
+        if a.stamp <= 0:
             return None
-        img = self._images.at_or_before(stamp_ns)
-        if img is None or stamp_ns - img[0] > self.max_skew_ns:
-            self.skipped += 1
+        img = self._images.at_or_before(a.stamp)
+        if img is None or a.stamp - img[0] > self.max_skew_ns:
             return None
         st = self._states.at_or_before(img[0])
-        if st is None or stamp_ns - st[0] > self.max_skew_ns:
-            self.skipped += 1
+        if st is None or a.stamp - st[0] > self.max_skew_ns:
             return None
-        return SyncedFrame(image=img[1], state=st[1], action=np.asarray(action, dtype=np.float32))
+        return SyncedFrame(image=img[1], state=st[1], action=a.action, operator=a.operator)

@@ -8,8 +8,9 @@ Services    /recorder/start (begin an episode), /recorder/stop (save it), /recor
             the empty scene, robot at home, for `cotrain.calibrate`)                                 std_srvs/Trigger
 With `intervention` each frame carries LeRobot's per-frame `intervention` flag: True where the operator drove it
 (/franka/applied_action's frame_id, robot_bridge/takeover.py); an episode with a flagged frame is saved with the
-provenance source 'intervention' (else the configured source). Frames are paired by `frame_sync.FrameSync`; saving goes through `cotrain.data.DatasetWriter` (commit per episode),
-so a kill at any moment leaves the dataset with exactly the episodes saved before it, readable by Stage II.
+provenance source 'intervention' (else the configured source). Frames are paired by `frame_sync.FrameSync` (an
+action waits until its image and state have arrived); saving goes through `cotrain.data.DatasetWriter` (commit per
+episode), so a kill at any moment leaves the dataset with exactly the episodes saved before it, readable by Stage II.
 """
 
 from __future__ import annotations
@@ -79,15 +80,18 @@ class RecorderNode(Node):
             self.get_logger().error(f"{topics.IMAGE}: {e}", throttle_duration_sec=1.0)
             return
         with self._lock:
-            self.sync.add_image(messages.stamp_to_ns(msg.header.stamp), image)
+            wrote = self._write(self.sync.add_image(messages.stamp_to_ns(msg.header.stamp), image))
             capture = self._background
             if capture is not None:
                 capture.append(image)
-                if len(capture) < self.p.background_frames:
-                    return
-                self._background = None
+                if len(capture) >= self.p.background_frames:
+                    self._background = None
+                else:
+                    capture = None
         if capture is not None:
             self._save_background(capture)
+        elif wrote:
+            self._publish_status()
 
     def _save_background(self, frames: list) -> None:
         try:
@@ -124,7 +128,9 @@ class RecorderNode(Node):
             self.get_logger().error(f"robot state: {e}", throttle_duration_sec=1.0)
             return
         with self._lock:
-            self.sync.add_state(messages.stamp_to_ns(self._pose.header.stamp), state)
+            wrote = self._write(self.sync.add_state(messages.stamp_to_ns(self._pose.header.stamp), state))
+        if wrote:
+            self._publish_status()
 
     def _on_task(self, msg: String) -> None:
         self.task = msg.data
@@ -155,13 +161,19 @@ class RecorderNode(Node):
             self.get_logger().error(f"{topics.APPLIED_ACTION}: {e}", throttle_duration_sec=1.0)
             return
         with self._lock:
-            frame = self.sync.pair(messages.stamp_to_ns(msg.header.stamp), action)
-            if frame is not None:
-                flag = msg.header.frame_id == OPERATOR
-                self.writer.add_frame(frame.image, frame.state, frame.action, self.task,
-                                      intervention=flag if self.p.intervention else None)
-                self.flagged += int(flag)
+            self._write(self.sync.add_action(messages.stamp_to_ns(msg.header.stamp), action,
+                                             operator=msg.header.frame_id == OPERATOR))
         self._publish_status()
+
+    def _write(self, frames) -> int:
+        """Adds the frames FrameSync has decided (an action may wait for its image); called under the lock."""
+        if not self.recording:
+            return 0
+        for frame in frames:
+            self.writer.add_frame(frame.image, frame.state, frame.action, self.task,
+                                  intervention=frame.operator if self.p.intervention else None)
+            self.flagged += int(frame.operator)
+        return len(frames)
 
     # ---- services -----------------------------------------------------------------------------------
     def _on_start(self, request, response):
@@ -170,6 +182,7 @@ class RecorderNode(Node):
                 response.success, response.message = False, "no task instruction (parameter 'task' or topic /task)"
             else:
                 self.writer.discard_episode()
+                self.sync.clear()
                 self.flagged = 0
                 self._skipped_at_start = self.sync.skipped
                 self.recording = True
@@ -180,6 +193,7 @@ class RecorderNode(Node):
 
     def _on_stop(self, request, response):
         with self._lock:
+            self._write(self.sync.flush())  # the last actions may still wait for their image
             self.recording = False
             n = self.writer.num_frames_buffered
             lost = self.sync.skipped - self._skipped_at_start
@@ -201,6 +215,7 @@ class RecorderNode(Node):
     def _on_discard(self, request, response):
         with self._lock:
             self.recording = False
+            self.sync.clear()
             self.writer.discard_episode()
         response.success, response.message = True, "discarded"
         self._publish_status()
@@ -210,7 +225,8 @@ class RecorderNode(Node):
         self.status.publish(state="recording" if self.recording else "idle", frames=self.writer.num_frames_buffered,
                             operator_frames=self.flagged, backgrounds=self.backgrounds,
                             capturing_background=self._background is not None,
-                                  saved=self.saved, skipped=self.sync.skipped, dataset=str(self.writer.root))
+                            waiting=self.sync.pending, saved=self.saved, skipped=self.sync.skipped,
+                            dataset=str(self.writer.root))
 
 
 def main(args=None) -> None:
