@@ -11,8 +11,9 @@ Topics are not ordered with respect to each other: an action can arrive before t
 waits until its pairing is final, and frames come out in the order the actions were sent:
     decided  an image stamped at or after the action has arrived and a state stamped at or after the chosen image
              (each stream arrives in stamp order, so nothing nearer is still to come: at 50 Hz states that is at most
-             20 ms later); or the streams have moved on past the action's stamp + `max_skew` (what is there then is
-             final); or `flush()` (the episode ends)
+             20 ms later); or an image or state stamped later than the action + `max_skew` has arrived (the
+             observation it waits for is lost or too old to use; actions set no such deadline: a later action says
+             nothing about whether this one's image is still in transit); or `flush()` (the episode ends)
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ class FrameSync:
         self._images = _Buffer(history)
         self._states = _Buffer(history * 4)
         self._pending: deque[_Action] = deque()
-        self._now = 0  # newest stamp seen on any stream
         self.skipped = 0
 
     @property
@@ -75,16 +75,16 @@ class FrameSync:
 
     def add_image(self, stamp_ns: int, image: np.ndarray) -> list[SyncedFrame]:
         self._images.add(stamp_ns, image)
-        return self._advance(stamp_ns)
+        return self._drain(final=False)
 
     def add_state(self, stamp_ns: int, state: np.ndarray) -> list[SyncedFrame]:
         self._states.add(stamp_ns, state)
-        return self._advance(stamp_ns)
+        return self._drain(final=False)
 
     def add_action(self, stamp_ns: int, action: np.ndarray, operator: bool = False) -> list[SyncedFrame]:
         """Queue a sent action; returns the frames whose pairing is now decided, in the order they were sent."""
         self._pending.append(_Action(stamp_ns, np.asarray(action, dtype=np.float32), operator))
-        return self._advance(stamp_ns)
+        return self._drain(final=False)
 
     def flush(self) -> list[SyncedFrame]:
         """Decide every waiting action with what has arrived (the episode ends)."""
@@ -93,10 +93,6 @@ class FrameSync:
     def clear(self) -> None:
         """Drop the waiting actions uncounted (an episode discarded or restarted)."""
         self._pending.clear()
-
-    def _advance(self, stamp_ns: int) -> list[SyncedFrame]:
-        self._now = max(self._now, stamp_ns)
-        return self._drain(final=False)
 
     def _drain(self, final: bool) -> list[SyncedFrame]:
         frames = []
@@ -113,7 +109,7 @@ class FrameSync:
         return frames
 
     def _decided(self, stamp: int) -> bool:
-        if self._now > stamp + self.max_skew_ns:
+        if max(self._images.newest, self._states.newest) > stamp + self.max_skew_ns:
             return True
         if self._images.newest < stamp:
             return False  # an image at or before the action may still come

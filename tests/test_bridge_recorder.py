@@ -49,6 +49,18 @@ def test_an_action_that_arrives_before_its_observation_waits_for_it():
     assert s.skipped == 0
 
 
+def test_later_actions_do_not_time_out_an_action_waiting_for_its_image():
+    s = FrameSync(max_skew_ns=100 * MS)
+    s.add_state(98 * MS, np.full(8, 0.98, np.float32))
+    s.add_image(100 * MS, np.full((2, 2, 3), 1, np.uint8))
+    assert s.add_action(133 * MS, np.full(7, 0.133)) == []
+    assert s.add_action(250 * MS, np.full(7, 0.25)) == []  # 117 ms later: the 133 ms image may still be in transit
+    s.add_state(131 * MS, np.full(8, 1.31, np.float32))
+    assert s.add_image(133 * MS, np.full((2, 2, 3), 2, np.uint8)) == []
+    [f] = s.add_state(140 * MS, np.full(8, 1.4, np.float32))
+    assert f.image[0, 0, 0] == 2 and f.action[0] == np.float32(0.133) and s.pending == 1 and s.skipped == 0
+
+
 def test_skips_holds_and_stale_observations():
     s = FrameSync(max_skew_ns=100 * MS)
     s.add_state(0 * MS + 1, np.zeros(8, np.float32))
@@ -115,9 +127,12 @@ def test_two_episodes_survive_a_kill_during_the_third(tmp_path):
         assert h.call("/recorder/start", timeout=60).success
         for k in range(first, first + n):
             publish_frame(k, action_first)
-        # the last action waits for a state read after its image (the next one, or the end of the episode)
-        h.wait_for(lambda: (lambda st: st.get("frames", 0) + st.get("waiting", 0))(h.status.get("recorder", {})) == n,
-                   10, f"{n} buffered or waiting frames")
+
+        def all_arrived() -> bool:  # the last action waits for a state read after its image (or the episode's end)
+            st = h.status.get("recorder", {})
+            return st.get("frames", 0) + st.get("waiting", 0) == n
+
+        h.wait_for(all_arrived, 10, f"{n} buffered or waiting frames")
 
     try:
         try:

@@ -166,7 +166,7 @@ class RecorderNode(Node):
         self._publish_status()
 
     def _write(self, frames) -> int:
-        """Adds the frames FrameSync has decided (an action may wait for its image); called under the lock."""
+        """Adds the frames FrameSync has decided (an action may wait for its image and state); called under the lock."""
         if not self.recording:
             return 0
         for frame in frames:
@@ -193,7 +193,7 @@ class RecorderNode(Node):
 
     def _on_stop(self, request, response):
         with self._lock:
-            self._write(self.sync.flush())  # the last actions may still wait for their image
+            self._write(self.sync.flush())  # the last actions may still wait for their image or state
             self.recording = False
             n = self.writer.num_frames_buffered
             lost = self.sync.skipped - self._skipped_at_start
